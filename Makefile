@@ -1,0 +1,52 @@
+# The two set-up commands of the README:
+#   make book   venv + install + WordNet + embedded benchmark + the whole notebook chain -> results/embedded
+#   make test   pytest (library) + nbval (the executed CI-size notebooks in results/ci) + their stored metrics
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export HF_HUB_OFFLINE := 1
+export PYTHONHASHSEED := 0
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+.PHONY: setup wordnet book book-ci test unit nbval bench clean
+
+setup: $(VENV)/.installed wordnet
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (osdpm)" >/dev/null
+	touch $@
+
+# WordNet for nltk, offline: Debian's packages copied into the venv's NLTK_DATA tree (plus lexnames).
+wordnet: $(VENV)/.installed
+	@test -f /usr/share/wordnet/data.noun || $(SUDO) apt-get install -y -q wordnet-base wordnet-sense-index \
+	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q wordnet-base wordnet-sense-index)
+	$(PY) -m osdpm_lib.priors provision-wordnet
+
+book: setup
+	$(PY) -m osdpm_lib.runner --profile default
+
+book-ci: setup
+	$(PY) -m osdpm_lib.runner --profile ci
+	$(PY) -m osdpm_lib.bench --mode ci --out results/bench.md
+
+unit: setup
+	$(PY) -m pytest tests
+
+# nbval re-executes the stored CI-size notebooks in place and compares outputs (sanitised);
+# tests_book then checks the metrics they regenerated against stored values with a tolerance.
+nbval: setup
+	$(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg results/ci
+	$(PY) -m pytest tests_book
+
+test: unit nbval
+
+bench: setup
+	$(PY) -m osdpm_lib.bench --mode cpu --out results/bench.md
+
+clean:
+	rm -rf runs data/*/.cache

@@ -1,0 +1,55 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · Training one configuration
+#
+# Fine-tunes (or, offline, trains from scratch) a CLIP model in one variant (`clip`, `clip+dapn`,
+# `osdpm`) with open_clip's contrastive loss, AdamW, warm-up and cosine decay. The epoch is selected on
+# **validation Rsum**; the test split is evaluated once, with the selected weights. The run folder
+# holds the resolved config, `metrics.csv` (per epoch), `best.pt` and `test_metrics.json`.
+
+# %% tags=["parameters"]
+profile: str = "default"
+data_dir: str = "../../data/embedded"
+out_dir: str = "."
+runs_dir: str = "../../runs/embedded"
+variant: str = "clip"
+seed: int = 0
+model: str = "osdpm-tiny-vit"       # any open_clip model name, e.g. "ViT-B-32"
+pretrained: str = ""                # open_clip tag ("openai") or a local checkpoint path; "" = random init
+
+# %%
+from pathlib import Path
+
+import pandas as pd
+import seaborn as sns
+
+from osdpm_lib import figures, profiles
+from osdpm_lib.train import train
+
+cfg = profiles.train_config(profile, variant, seed, model=model, pretrained=pretrained or None)
+run_dir = Path(runs_dir) / profiles.run_name(variant, seed)
+result = train(cfg, data_dir, run_dir)
+print(f"selected epoch {result['best_epoch']} of {cfg.epochs} (validation Rsum {result['best_val_rsum']:.2f})")
+
+# %% [markdown]
+# ## Learning curve (validation only)
+
+# %%
+hist = pd.read_csv(run_dir / "metrics.csv")
+long = hist.melt(id_vars="epoch", value_vars=["val_rsum"], var_name="metric")
+ax = sns.lineplot(data=hist, x="epoch", y="val_rsum", marker="o")
+ax.axvline(result["best_epoch"], ls="--", c="gray")
+ax.set_ylabel("validation Rsum")
+figures.save(ax.figure, out_dir, f"03_learning_curve_{profiles.run_name(variant, seed)}");
+
+# %%
+hist[["epoch", "loss_total", "val_rsum", "val_mr", "pairs_per_s"]].round(2)

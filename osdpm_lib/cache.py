@@ -1,0 +1,94 @@
+"""The fast data path: images decoded once into a uint8 tensor cache, captions tokenised once.
+
+``SplitTensors.build`` returns, for one split, the images as ``uint8 [N, 3, S, S]`` (decoded from JPEG
+once and stored under ``cache_dir``; later runs and variants read the ``.pt`` file and never decode
+again), the tokenised captions ``[M, L]`` and ``caption_image [M]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+
+def _decode(path: Path, size: int) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.BICUBIC)
+            return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
+    except (OSError, ValueError) as e:
+        raise OSError(f"{path}: cannot read image ({e})") from e
+
+
+def image_cache(filenames: list[str], image_dir: Path, size: int, cache_dir: Path | None = None,
+                workers: int = 4, progress: bool = True) -> torch.Tensor:
+    """uint8 ``[N, 3, size, size]`` for ``filenames`` under ``image_dir``, cached on disk."""
+    image_dir = Path(image_dir)
+    stats = [(f, (st := (image_dir / f).stat()).st_size, st.st_mtime_ns) if (image_dir / f).exists() else (f, -1, -1)
+             for f in filenames]  # a regenerated file changes size or mtime, and so the key
+    key = hashlib.sha1(json.dumps([str(image_dir.resolve()), size, stats]).encode()).hexdigest()[:16]
+    path = Path(cache_dir or image_dir.parent / ".cache") / f"images_{size}px_{key}.pt"
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    with ThreadPoolExecutor(workers) as pool:
+        arrays = list(tqdm(pool.map(lambda f: _decode(image_dir / f, size), filenames), total=len(filenames),
+                           desc=f"decoding {image_dir.name}", disable=not progress, leave=False))
+    images = torch.from_numpy(np.stack(arrays)) if arrays else torch.zeros(0, 3, size, size, dtype=torch.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(images, tmp)
+    tmp.replace(path)  # atomic: a crash never leaves a half-written cache
+    return images
+
+
+@dataclass
+class SplitTensors:
+    records: list                 # osdpm_lib.data.ImageRecord, image order
+    images: torch.Tensor          # uint8 [N, 3, S, S]
+    tokens: torch.Tensor          # long [M, L]
+    caption_image: torch.Tensor   # long [M]
+    captions: list[str]
+
+    @classmethod
+    def build(cls, records, image_dir, size: int, tokenizer, cache_dir=None) -> "SplitTensors":
+        captions = [c for r in records for c in r.captions]
+        caption_image = torch.tensor([i for i, r in enumerate(records) for _ in r.captions], dtype=torch.long)
+        images = image_cache([r.filename for r in records], image_dir, size, cache_dir)
+        tokens = tokenizer(captions) if captions else torch.zeros(0, 1, dtype=torch.long)
+        return cls(list(records), images, tokens, caption_image, captions)
+
+    def caption_ranges(self) -> list[torch.Tensor]:
+        """Per image, the indices of its captions."""
+        order = torch.argsort(self.caption_image, stable=True)
+        counts = torch.bincount(self.caption_image, minlength=len(self.records)).tolist()
+        return list(torch.split(order, counts))
+
+
+class Normalizer(torch.nn.Module):
+    """uint8 images -> float, CLIP-normalised."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.mean.to(x.device)) / self.std.to(x.device)
+
+
+def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Aerial-image augmentation on a uint8 batch: random horizontal flip and 90-degree rotation."""
+    flip = torch.rand(x.shape[0], generator=generator) < 0.5
+    x = torch.where(flip[:, None, None, None].to(x.device), x.flip(-1), x)
+    k = int(torch.randint(0, 4, (1,), generator=generator))
+    return torch.rot90(x, k, dims=(-2, -1))

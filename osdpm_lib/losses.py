@@ -1,0 +1,46 @@
+"""Losses: open_clip's contrastive ``ClipLoss`` plus OSFCM's clustering loss, one class each."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from open_clip.loss import ClipLoss
+from torch import nn
+
+
+class OSFCMLoss(nn.Module):
+    """KL(prior || assignment): pull each image embedding toward the categories its captions name.
+
+    ``prior`` rows are the caption-noun category frequencies of each training image (rows of zeros
+    for images that name no category; those do not contribute).  Returns the mean over images with
+    a prior, or zero when the batch has none.
+    """
+
+    def forward(self, assign_logits: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        mass = prior.sum(dim=1)
+        keep = mass > 0
+        if not bool(keep.any()):
+            return assign_logits.sum() * 0.0
+        p = prior[keep] / mass[keep, None]
+        log_q = F.log_softmax(assign_logits[keep].float(), dim=1)
+        return F.kl_div(log_q, p.float(), reduction="batchmean")
+
+
+class OSDPMLoss(nn.Module):
+    """Contrastive loss (gathered across ranks under DDP) + ``lambda_osfcm`` x OSFCM loss."""
+
+    def __init__(self, lambda_osfcm: float = 0.0, rank: int = 0, world_size: int = 1):
+        super().__init__()
+        self.contrastive = ClipLoss(local_loss=world_size > 1, gather_with_grad=world_size > 1,
+                                    rank=rank, world_size=world_size)
+        self.osfcm = OSFCMLoss()
+        self.lambda_osfcm = lambda_osfcm
+
+    def forward(self, out: dict[str, torch.Tensor], prior: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        c = self.contrastive(out["image_features"], out["text_features"], out["logit_scale"])
+        losses = {"contrastive": c, "total": c}
+        if "osfcm_logits" in out and prior is not None and self.lambda_osfcm > 0:
+            o = self.osfcm(out["osfcm_logits"], prior)
+            losses["osfcm"] = o
+            losses["total"] = c + self.lambda_osfcm * o
+        return losses

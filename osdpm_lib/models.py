@@ -1,0 +1,247 @@
+"""Backbone factory, DAPN, OSFCM and the OSDPM wrapper.
+
+* ``build_clip(name, pretrained)`` — any open_clip model; ``pretrained`` is an open_clip tag
+  (``"openai"``, ``"laion2b_s34b_b79k"``), a local checkpoint path (loaded by open_clip with
+  ``weights_only=True``) or ``None`` (random init; the offline default ``osdpm-tiny-vit``, whose config
+  ships in ``model_configs/``).
+* ``DAPN`` — dual-attention perception network over the visual token grid:
+  ``CollaborativeAttention`` (spatial and channel attention computed jointly, each conditioned on the
+  other) and ``SaliencyRegionAttention`` (saliency over locations, saliency-weighted region pooling at
+  several scales, input-dependent weights over the scales).  Its output is added to CLIP's pooled image
+  embedding through a zero-initialised projection: at initialisation (or whenever that projection is
+  zero) the model *is* the CLIP baseline.
+* ``OSFCM`` — learnable category prototypes initialised from text embeddings of the category names and a
+  soft assignment of image embeddings to them (the clustering loss lives in ``losses.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CONFIG_DIR = Path(__file__).with_name("model_configs")
+open_clip.add_model_config(CONFIG_DIR)
+
+VARIANTS = ("clip", "clip+dapn", "osdpm")
+
+
+def build_clip(name: str = "osdpm-tiny-vit", pretrained: str | None = None, **kwargs) -> nn.Module:
+    """An open_clip CLIP model (random init when ``pretrained`` is None)."""
+    if pretrained and Path(pretrained).suffix in {".pt", ".pth", ".bin", ".safetensors"}:
+        if not Path(pretrained).is_file():
+            raise FileNotFoundError(f"pretrained checkpoint not found: {pretrained}")
+    return open_clip.create_model(name, pretrained=pretrained or None, weights_only=True, **kwargs)
+
+
+def tokenizer_for(name: str = "osdpm-tiny-vit"):
+    return open_clip.get_tokenizer(name)
+
+
+def preprocess_config(clip: nn.Module) -> dict:
+    """Image size and normalisation constants of a CLIP model's visual tower."""
+    v = clip.visual
+    size = v.image_size if isinstance(v.image_size, int) else v.image_size[0]
+    mean = getattr(v, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN
+    std = getattr(v, "image_std", None) or open_clip.OPENAI_DATASET_STD
+    return {"image_size": int(size), "mean": tuple(mean), "std": tuple(std)}
+
+
+def visual_grid(visual: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """CLIP's pooled image embedding and the visual feature grid ``[B, C, H, W]``.
+
+    ViT: patch tokens (after ``ln_post``) reshaped to the patch grid.  ModifiedResNet: the layer4
+    feature map before attention pooling.
+    """
+    if isinstance(visual, open_clip.modified_resnet.ModifiedResNet):
+        x = visual.stem(images)
+        x = visual.layer4(visual.layer3(visual.layer2(visual.layer1(x))))
+        return visual.attnpool(x), x
+    if isinstance(visual, open_clip.transformer.VisionTransformer):
+        old = visual.output_tokens
+        visual.output_tokens = True
+        try:
+            pooled, tokens = visual(images)
+        finally:
+            visual.output_tokens = old
+        b, n, c = tokens.shape
+        h = int(math.isqrt(n))
+        if h * h != n:
+            raise ValueError(f"cannot reshape {n} visual tokens to a square grid")
+        return pooled, tokens.transpose(1, 2).reshape(b, c, h, h)
+    raise TypeError(f"DAPN supports open_clip VisionTransformer and ModifiedResNet, not {type(visual).__name__}")
+
+
+class CollaborativeAttention(nn.Module):
+    """Spatial-channel collaborative attention.
+
+    Channel weights ``a_c`` come from a spatially *attended* descriptor, and spatial weights ``a_s``
+    from the *channel-reweighted* features; one refinement round makes each depend on the other
+    (a first guess from plain pooling, then the mutual update).  Returns the global-context vector
+    ``sum_n a_s[n] * a_c * x[n]`` and the spatial attention map.
+    """
+
+    def __init__(self, dim: int, reduction: int = 4, rounds: int = 2):
+        super().__init__()
+        hidden = max(dim // reduction, 8)
+        self.channel_mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.spatial = nn.Sequential(nn.Conv2d(dim, hidden, 1), nn.GELU(), nn.Conv2d(hidden, 1, 3, padding=1))
+        self.rounds = rounds
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, c, h, w = x.shape
+        a_s = torch.full((b, 1, h, w), 1.0 / (h * w), device=x.device, dtype=x.dtype)
+        for _ in range(self.rounds):
+            desc = (x * a_s).sum(dim=(2, 3))                       # spatially attended descriptor
+            a_c = torch.sigmoid(self.channel_mlp(desc))            # [B, C]
+            logits = self.spatial(x * a_c[:, :, None, None])       # channel-conditioned saliency
+            a_s = torch.softmax(logits.flatten(1), dim=1).view(b, 1, h, w)
+        context = (x * a_c[:, :, None, None] * a_s).sum(dim=(2, 3))
+        return context, a_s[:, 0]
+
+
+class SaliencyRegionAttention(nn.Module):
+    """Adaptive saliency-region object attention.
+
+    A saliency map ``m`` over locations; at each scale ``k`` the grid is average-pooled into regions of
+    ``k x k`` cells, each region's feature is its saliency-weighted mean, and regions are aggregated
+    with a softmax over their mean saliency.  Input-dependent weights over the scales (from the
+    global context) mix the per-scale object vectors.
+    """
+
+    def __init__(self, dim: int, scales: tuple[int, ...] = (1, 2, 4), temperature: float = 0.1):
+        super().__init__()
+        self.scales = tuple(scales)
+        self.saliency = nn.Sequential(nn.Conv2d(dim, max(dim // 4, 8), 1), nn.GELU(), nn.Conv2d(max(dim // 4, 8), 1, 1))
+        self.scale_gate = nn.Linear(dim, len(self.scales))
+        self.temperature = temperature
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        m = torch.sigmoid(self.saliency(x))                        # [B, 1, H, W]
+        per_scale = []
+        for k in self.scales:
+            k_eff = min(k, x.shape[-1], x.shape[-2])
+            num = F.avg_pool2d(x * m, k_eff, stride=k_eff, ceil_mode=True)
+            den = F.avg_pool2d(m, k_eff, stride=k_eff, ceil_mode=True)
+            region = (num / den.clamp_min(1e-6)).flatten(2)          # [B, C, R]
+            weight = torch.softmax(den.flatten(2) / self.temperature, dim=-1)  # [B, 1, R]
+            per_scale.append((region * weight).sum(-1))
+        stacked = torch.stack(per_scale, dim=1)                    # [B, S, C]
+        scale_w = torch.softmax(self.scale_gate(context), dim=-1)  # [B, S]
+        return (stacked * scale_w[:, :, None]).sum(1), m[:, 0], scale_w
+
+
+class DAPN(nn.Module):
+    """Dual-attention perception network; output added to CLIP's image embedding (zero at init)."""
+
+    def __init__(self, in_dim: int, embed_dim: int, collaborative: bool = True, saliency: bool = True,
+                 scales: tuple[int, ...] = (1, 2, 4)):
+        super().__init__()
+        if not (collaborative or saliency):
+            raise ValueError("DAPN needs at least one of its two attention modules")
+        self.norm = nn.GroupNorm(1, in_dim)
+        self.collab = CollaborativeAttention(in_dim) if collaborative else None
+        self.region = SaliencyRegionAttention(in_dim, scales) if saliency else None
+        n_parts = int(collaborative) + int(saliency)
+        self.out = nn.Linear(n_parts * in_dim, embed_dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, grid: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x = self.norm(grid)
+        parts, maps = [], {}
+        context = x.mean(dim=(2, 3))
+        if self.collab is not None:
+            context, maps["spatial"] = self.collab(x)
+            parts.append(context)
+        if self.region is not None:
+            obj, maps["saliency"], maps["scale_weights"] = self.region(x, context)
+            parts.append(obj)
+        return self.out(torch.cat(parts, dim=-1)), maps
+
+
+class OSFCM(nn.Module):
+    """Object-semantic feature clustering: category prototypes in the joint space.
+
+    ``assign(z)`` gives the soft assignment (softmax of cosine similarity / ``tau``) of normalised
+    image embeddings to the prototypes.  Used for the training loss only.
+    """
+
+    def __init__(self, init_prototypes: torch.Tensor, tau: float = 0.1):
+        super().__init__()
+        self.prototypes = nn.Parameter(F.normalize(init_prototypes.detach().float(), dim=-1).clone())
+        self.tau = tau
+
+    def assign_logits(self, image_features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(image_features, dim=-1) @ F.normalize(self.prototypes, dim=-1).T / self.tau
+
+
+class OSDPM(nn.Module):
+    """CLIP + optional DAPN + optional OSFCM, switched by ``variant`` (one of ``VARIANTS``)."""
+
+    def __init__(self, clip: nn.Module, variant: str = "clip", category_prototypes: torch.Tensor | None = None,
+                 osfcm_tau: float = 0.1, dapn_scales: tuple[int, ...] = (1, 2, 4)):
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
+        self.variant = variant
+        self.clip = clip
+        self.dapn = None
+        self.osfcm = None
+        if variant in ("clip+dapn", "osdpm"):
+            embed_dim = clip.text_projection.shape[-1] if isinstance(clip.text_projection, torch.Tensor) \
+                else clip.text_projection.out_features
+            with torch.no_grad():
+                size = preprocess_config(clip)["image_size"]
+                _, grid = visual_grid(clip.visual, torch.zeros(1, 3, size, size))
+            self.dapn = DAPN(grid.shape[1], embed_dim, scales=dapn_scales)
+        if variant == "osdpm":
+            if category_prototypes is None:
+                raise ValueError("variant 'osdpm' needs category_prototypes (text embeddings of category names)")
+            self.osfcm = OSFCM(category_prototypes, tau=osfcm_tau)
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.clip.logit_scale
+
+    def encode_image(self, images: torch.Tensor, normalize: bool = True, return_maps: bool = False):
+        maps: dict[str, torch.Tensor] = {}
+        if self.dapn is None:
+            z = self.clip.encode_image(images)
+        else:
+            pooled, grid = visual_grid(self.clip.visual, images)
+            delta, maps = self.dapn(grid)
+            z = pooled + delta
+        if normalize:
+            z = F.normalize(z, dim=-1)
+        return (z, maps) if return_maps else z
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        return self.clip.encode_text(tokens, normalize=normalize)
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        img = self.encode_image(images)
+        out = {"image_features": img, "text_features": self.encode_text(tokens),
+               "logit_scale": self.clip.logit_scale.exp()}
+        if self.osfcm is not None:
+            out["osfcm_logits"] = self.osfcm.assign_logits(img)
+        return out
+
+    def module_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the new modules (DAPN, OSFCM), trained with their own learning rate."""
+        params = []
+        for m in (self.dapn, self.osfcm):
+            if m is not None:
+                params += list(m.parameters())
+        return params
+
+
+@torch.no_grad()
+def category_text_embeddings(clip: nn.Module, tokenizer, categories, template: str = "an aerial image with {}.") -> torch.Tensor:
+    """Text embeddings of the category names (prototype initialisation for OSFCM)."""
+    tokens = tokenizer([template.format(c) for c in categories])
+    return clip.encode_text(tokens, normalize=True)

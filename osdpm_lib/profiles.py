@@ -1,0 +1,50 @@
+"""Sizes of the book.  ``default``: the embedded benchmark at a size the whole book runs in about
+15 minutes on 2 CPU cores; ``ci``: a few hundred images, for the notebooks that nbval re-executes."""
+
+from __future__ import annotations
+
+PROFILES: dict[str, dict] = {
+    "default": {
+        "n_images": 2000,
+        "image_size": 64,
+        "epochs": 8,
+        "batch_size": 64,
+        "seeds": [0, 1, 2],
+        "lr": 1e-3,
+        "module_lr": 2e-3,
+        "lambda_osfcm": 1.0,
+    },
+    "ci": {
+        "n_images": 200,
+        "image_size": 64,
+        "epochs": 2,
+        "batch_size": 32,
+        "seeds": [0, 1, 2],
+        "lr": 1e-3,
+        "module_lr": 2e-3,
+        "lambda_osfcm": 1.0,
+    },
+}
+
+
+def get(name: str) -> dict:
+    try:
+        return dict(PROFILES[name])
+    except KeyError:
+        raise KeyError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}") from None
+
+
+def train_config(name: str, variant: str = "clip", seed: int = 0, **overrides):
+    """The ``TrainConfig`` of a profile for one variant and seed (``overrides`` win)."""
+    from .train import TrainConfig
+
+    p = get(name)
+    keys = {"epochs", "batch_size", "lr", "module_lr", "lambda_osfcm"}
+    kw = {k: p[k] for k in keys if k in p} | {"variant": variant, "seed": seed}
+    kw.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**kw)
+
+
+def run_name(variant: str, seed: int) -> str:
+    """Folder name of one run inside a chain's runs folder."""
+    return f"{variant.replace('+', '_')}_s{seed}"

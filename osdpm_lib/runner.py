@@ -1,0 +1,103 @@
+"""The notebook chain: executes ``notebooks/NN_*.py`` (jupytext sources) in order with papermill into
+``results/<name>/``.
+
+Each notebook runs with its working directory set to its results folder and receives paths relative
+to it, so that the stored notebook re-executes unchanged (nbval) from where it lies.
+
+    python -m osdpm_lib.runner                         # the embedded benchmark, default profile
+    python -m osdpm_lib.runner --profile ci --name ci  # small, for CI
+    python -m osdpm_lib.runner --batch sets.yml        # one chain per parameter set
+    python -m osdpm_lib.runner --only 04_evaluate      # rerun some notebooks of a chain
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import jupytext
+import nbformat
+import papermill as pm
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS_DIR = ROOT / "notebooks"
+
+
+def notebooks(only: list[str] | None = None) -> list[Path]:
+    found = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.py"))
+    if only:
+        found = [p for p in found if any(p.stem.startswith(o) for o in only)]
+        if not found:
+            raise SystemExit(f"no notebook matches {only}")
+    return found
+
+
+def chain_parameters(name: str, profile: str, dataset: str = "embedded", results_root: Path = ROOT / "results",
+                     **extra) -> tuple[Path, dict]:
+    """The results folder of a chain and the parameters (relative to that folder) every notebook gets."""
+    out = Path(results_root) / name
+    rel = lambda p: os.path.relpath(Path(p).resolve(), out.resolve())  # noqa: E731
+    data_dir = ROOT / "data" / name if dataset == "embedded" else Path(dataset)
+    params = {"dataset": dataset, "profile": profile, "data_dir": rel(data_dir), "out_dir": ".",
+              "runs_dir": rel(ROOT / "runs" / name)}
+    params.update(extra)
+    return out, params
+
+
+def run_chain(name: str, profile: str = "default", dataset: str = "embedded", only: list[str] | None = None,
+              results_root: Path = ROOT / "results", log=print, **extra) -> list[Path]:
+    out, params = chain_parameters(name, profile, dataset, results_root, **extra)
+    out.mkdir(parents=True, exist_ok=True)
+    done = []
+    for src in notebooks(only):
+        nb = jupytext.read(src)
+        declared = pm.inspect_notebook(_write_tmp(nb, out / f".{src.stem}.src.ipynb"))
+        own = {k: v for k, v in params.items() if k in declared}
+        target = out / f"{src.stem}.ipynb"
+        t0 = time.perf_counter()
+        log(f"[{name}] {src.name} -> {target.relative_to(results_root.parent) if target.is_relative_to(results_root.parent) else target}")
+        pm.execute_notebook(out / f".{src.stem}.src.ipynb", target, parameters=own, cwd=str(out),
+                            kernel_name="python3", progress_bar=False, report_mode=False)
+        (out / f".{src.stem}.src.ipynb").unlink()
+        log(f"[{name}] {src.stem} done in {time.perf_counter() - t0:.1f} s")
+        done.append(target)
+    return done
+
+
+def _write_tmp(nb: nbformat.NotebookNode, path: Path) -> Path:
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m osdpm_lib.runner", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--name", default=None, help="results folder name (default: embedded, or the profile when not default)")
+    ap.add_argument("--dataset", default="embedded", help="'embedded' or the path of a real dataset folder")
+    ap.add_argument("--only", nargs="*", help="notebook name prefixes to run (default: all)")
+    ap.add_argument("--batch", type=Path, help="YAML list of parameter sets; each needs 'name', may set profile, dataset, "
+                                               "model, pretrained, ...")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    if args.batch:
+        sets = yaml.safe_load(args.batch.read_text())
+        if not isinstance(sets, list) or not all(isinstance(s, dict) and "name" in s for s in sets):
+            raise SystemExit(f"{args.batch}: expected a YAML list of mappings, each with a 'name'")
+        for s in sets:
+            s = dict(s)
+            run_chain(s.pop("name"), s.pop("profile", args.profile), s.pop("dataset", args.dataset), args.only, **s)
+    else:
+        name = args.name or ("embedded" if args.profile == "default" else args.profile)
+        run_chain(name, args.profile, args.dataset, args.only)
+    print(f"book finished in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,278 @@
+"""Training: one configuration -> one run folder.
+
+``train(cfg, data_dir, run_dir)`` fine-tunes (or trains from scratch) a CLIP model in one of the
+variants ``clip``, ``clip+dapn``, ``osdpm``; selects the epoch on **validation Rsum only**, evaluates the
+test split **once** with the selected weights, and writes to ``run_dir``:
+``config.json`` (resolved), ``metrics.csv`` (per epoch), ``best.pt``, ``test_metrics.json``,
+``embeddings.npz`` (test image embeddings at the start, middle and end of training, for figures) and
+``test_encoded.npz`` (the selected model's test embeddings).
+
+Runs under ``torchrun`` too: each rank takes its slice of every global batch, DDP averages gradients
+and the contrastive loss is computed over features gathered from all ranks.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from . import lexicon
+from .cache import Normalizer, SplitTensors, augment
+from .data import load as load_annotations
+from .evaluate import Encoded, encode_images, encode_texts
+from .losses import OSDPMLoss
+from .metrics import retrieval_metrics
+from .models import OSDPM, VARIANTS, build_clip, category_text_embeddings, preprocess_config, tokenizer_for
+
+
+@dataclass
+class TrainConfig:
+    variant: str = "clip"
+    model: str = "osdpm-tiny-vit"
+    pretrained: str | None = None
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    module_lr: float = 2e-3          # DAPN / OSFCM parameters
+    weight_decay: float = 0.1
+    warmup_frac: float = 0.1
+    seed: int = 0
+    lambda_osfcm: float = 1.0
+    osfcm_tau: float = 0.1
+    prior_threshold: float = 0.4
+    augment: bool = True
+    device: str = "auto"
+    precision: str = "auto"          # "bf16" autocast on CUDA, fp32 on CPU
+    compile: bool = False
+    channels_last: bool = False
+    threads: int = 0                 # torch CPU threads (0 = torch default)
+    eval_batch_size: int = 256
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; choose one of {VARIANTS}")
+
+    def key(self) -> str:
+        blob = json.dumps({k: v for k, v in dataclasses.asdict(self).items() if k != "progress"}, sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(cfg: TrainConfig) -> tuple[torch.device, torch.dtype | None]:
+    dev = cfg.device
+    if dev == "auto":
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+    if dev == "cuda" and dist.is_initialized():
+        dev = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    device = torch.device(dev)
+    prec = cfg.precision
+    if prec == "auto":
+        prec = "bf16" if device.type == "cuda" else "fp32"
+    return device, (torch.bfloat16 if prec == "bf16" else None)
+
+
+def cosine_with_warmup(total_steps: int, warmup_steps: int):
+    def fn(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return fn
+
+
+def param_groups(model: OSDPM, cfg: TrainConfig) -> list[dict]:
+    """AdamW groups: backbone (decay / no decay) at ``lr``; new modules at ``module_lr``."""
+    module_ids = {id(p) for p in model.module_parameters()}
+    decay, no_decay = [], []
+    for name, p in model.clip.named_parameters():
+        if not p.requires_grad or id(p) in module_ids:
+            continue
+        (no_decay if p.ndim < 2 or "embedding" in name or "logit_scale" in name else decay).append(p)
+    groups = [{"params": decay, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "lr": cfg.lr, "weight_decay": 0.0}]
+    if module_ids:
+        groups.append({"params": model.module_parameters(), "lr": cfg.module_lr, "weight_decay": 0.0})
+    return groups
+
+
+@dataclass
+class Bundle:
+    """Everything a run needs from a dataset: tensors per split and the training priors."""
+    train: SplitTensors
+    val: SplitTensors
+    test: SplitTensors
+    normalizer: Normalizer
+    prior: torch.Tensor | None    # [n_train, K] caption-noun category frequencies
+    categories: tuple[str, ...]
+
+
+def load_bundle(data_dir, tokenizer, preprocess: dict, with_priors: bool, prior_threshold: float = 0.4,
+                image_dir=None, cache_dir=None) -> Bundle:
+    data_dir = Path(data_dir)
+    ann = load_annotations(data_dir)
+    image_dir = Path(image_dir) if image_dir else data_dir / "images"
+    size = preprocess["image_size"]
+    splits = {s: SplitTensors.build(ann.split(s), image_dir, size, tokenizer, cache_dir) for s in ("train", "val", "test")}
+    for s, t in splits.items():
+        if len(t.records) == 0:
+            raise ValueError(f"{ann.source}: split {s!r} is empty")
+    prior = None
+    if with_priors:
+        from .priors import image_priors
+        pri = image_priors(splits["train"].records, threshold=prior_threshold)
+        prior = torch.from_numpy(np.asarray(pri.probs, dtype=np.float32))
+    return Bundle(splits["train"], splits["val"], splits["test"],
+                  Normalizer(preprocess["mean"], preprocess["std"]), prior, lexicon.CATEGORY_NAMES)
+
+
+def build_model(cfg: TrainConfig) -> tuple[OSDPM, object, dict]:
+    seed_everything(cfg.seed)
+    clip = build_clip(cfg.model, cfg.pretrained)
+    tokenizer = tokenizer_for(cfg.model)
+    protos = category_text_embeddings(clip, tokenizer, lexicon.CATEGORY_NAMES) if cfg.variant == "osdpm" else None
+    torch.manual_seed(cfg.seed + 1)  # new modules: same init whatever came before
+    model = OSDPM(clip, cfg.variant, protos, osfcm_tau=cfg.osfcm_tau)
+    return model, tokenizer, preprocess_config(clip)
+
+
+def encode_split(model, split: SplitTensors, normalizer, cfg: TrainConfig, device, amp) -> Encoded:
+    return Encoded(encode_images(model, split.images, normalizer.to(device), cfg.eval_batch_size, device, amp),
+                   encode_texts(model, split.tokens, 4 * cfg.eval_batch_size, device, amp),
+                   split.caption_image.numpy())
+
+
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reuse: bool = True) -> dict:
+    """Train one configuration; returns ``{"test": metrics, "best_epoch": e, "history": [...]}``."""
+    run_dir = Path(run_dir)
+    done = run_dir / "test_metrics.json"
+    if reuse and done.exists():
+        saved = json.loads(done.read_text())
+        if saved.get("config_key") == cfg.key():
+            return saved
+    rank, world = _rank_world()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device, amp = resolve_device(cfg)
+    model, tokenizer, pre = build_model(cfg)
+    if bundle is None:
+        bundle = load_bundle(data_dir, tokenizer, pre, cfg.variant == "osdpm", cfg.prior_threshold)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    normalizer = bundle.normalizer.to(device)
+    loss_fn = OSDPMLoss(cfg.lambda_osfcm if cfg.variant == "osdpm" else 0.0, rank, world)
+    optim = torch.optim.AdamW(param_groups(model, cfg), betas=(0.9, 0.98), eps=1e-6)
+    n_train = len(bundle.train.records)
+    global_bs = min(cfg.batch_size, n_train)
+    steps_per_epoch = n_train // global_bs
+    total = steps_per_epoch * cfg.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, cosine_with_warmup(total, int(cfg.warmup_frac * total)))
+    fwd = model
+    if world > 1:
+        fwd = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        fwd = torch.compile(fwd)
+    caps = bundle.train.caption_ranges()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    prior = bundle.prior.to(device) if bundle.prior is not None else None
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg) | {"data_dir": str(data_dir)}, indent=2))
+    stages = {"start": encode_images(model, bundle.test.images, normalizer, cfg.eval_batch_size, device, amp)}
+    history, best = [], {"rsum": -1.0, "epoch": -1}
+    local_bs = global_bs // world
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        perm = torch.randperm(n_train, generator=gen)
+        sums = {"total": 0.0, "contrastive": 0.0, "osfcm": 0.0}
+        t0 = time.perf_counter()
+        bar = tqdm(range(steps_per_epoch), desc=f"{cfg.variant} s{cfg.seed} epoch {epoch}/{cfg.epochs}",
+                   disable=not cfg.progress or rank != 0, leave=False)
+        for step in bar:
+            idx = perm[step * global_bs:(step + 1) * global_bs][rank * local_bs:(rank + 1) * local_bs]
+            cap = torch.stack([caps[i][torch.randint(len(caps[i]), (1,), generator=gen)][0] for i in idx.tolist()])
+            imgs = bundle.train.images[idx]
+            if cfg.augment:
+                imgs = augment(imgs, gen)
+            imgs = normalizer(imgs.to(device, non_blocking=True))
+            if cfg.channels_last:
+                imgs = imgs.contiguous(memory_format=torch.channels_last)
+            toks = bundle.train.tokens[cap].to(device, non_blocking=True)
+            with torch.autocast(device_type=device.type, dtype=amp, enabled=amp is not None):
+                out = fwd(imgs, toks)
+                losses = loss_fn(out, prior[idx.to(device)] if prior is not None else None)
+            optim.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            optim.step()
+            sched.step()
+            with torch.no_grad():
+                model.clip.logit_scale.clamp_(0, math.log(100))
+            for k in sums:
+                if k in losses:
+                    sums[k] += float(losses[k].detach())
+        train_time = time.perf_counter() - t0
+        val = encode_split(model, bundle.val, normalizer, cfg, device, amp).metrics()
+        row = {"epoch": epoch, "lr": sched.get_last_lr()[0], "train_s": round(train_time, 3),
+               "pairs_per_s": round(steps_per_epoch * global_bs / max(train_time, 1e-9), 1)}
+        row |= {f"loss_{k}": v / max(1, steps_per_epoch) for k, v in sums.items()}
+        row |= {f"val_{k}": v for k, v in val.items()}
+        history.append(row)
+        if val["rsum"] > best["rsum"]:
+            best = {"rsum": val["rsum"], "epoch": epoch}
+            if rank == 0:
+                torch.save({"model": model.state_dict(), "config": dataclasses.asdict(cfg), "epoch": epoch}, run_dir / "best.pt")
+        if epoch == (cfg.epochs + 1) // 2:
+            stages["mid"] = encode_images(model, bundle.test.images, normalizer, cfg.eval_batch_size, device, amp)
+    stages["end"] = encode_images(model, bundle.test.images, normalizer, cfg.eval_batch_size, device, amp)
+    if rank != 0:
+        return {}
+    with open(run_dir / "metrics.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(history[0]))
+        w.writeheader()
+        w.writerows(history)
+    state = torch.load(run_dir / "best.pt", weights_only=True)
+    model.load_state_dict(state["model"])
+    enc = encode_split(model, bundle.test, normalizer, cfg, device, amp)   # the only test evaluation
+    test = retrieval_metrics(enc.sims(), enc.caption_image)
+    np.savez_compressed(run_dir / "embeddings.npz", **stages)
+    np.savez_compressed(run_dir / "test_encoded.npz", images=enc.images, texts=enc.texts, caption_image=enc.caption_image)
+    result = {"test": test, "best_epoch": best["epoch"], "best_val_rsum": best["rsum"], "config_key": cfg.key(),
+              "variant": cfg.variant, "seed": cfg.seed, "train_s": round(sum(h["train_s"] for h in history), 2)}
+    done.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def load_trained(run_dir, device="cpu") -> tuple[OSDPM, object, dict, TrainConfig]:
+    """The selected model of a finished run, its tokenizer and preprocessing."""
+    state = torch.load(Path(run_dir) / "best.pt", weights_only=True, map_location=device)
+    cfg = TrainConfig(**state["config"])
+    model, tokenizer, pre = build_model(cfg)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), tokenizer, pre, cfg
