@@ -43,7 +43,7 @@ def chain_parameters(name: str, profile: str, dataset: str = "embedded", results
     rel = lambda p: os.path.relpath(Path(p).resolve(), out.resolve())  # noqa: E731
     data_dir = ROOT / "data" / name if dataset == "embedded" else Path(dataset)
     params = {"dataset": dataset, "profile": profile, "data_dir": rel(data_dir), "out_dir": ".",
-              "runs_dir": rel(ROOT / "runs" / name)}
+              "runs_dir": rel(ROOT / "runs" / name), "rsicd_dir": rel(ROOT.parent / "shared" / "data" / "rsicd")}
     params.update(extra)
     return out, params
 

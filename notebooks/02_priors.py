@@ -1,0 +1,83 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · Caption-noun category priors (OSFCM's prior)
+#
+# Each training caption is tokenised and lemmatised with NLTK (WordNet lemmatiser), its nouns are mapped
+# onto the remote-sensing object-category lexicon (`osdpm_lib/lexicon.py`: plurals, synonyms such as
+# plane/airplane/aircraft, multi-word terms such as "storage tank", "baseball field", "parking lot"), and
+# every image gets the share of its captions naming each category (`probs`) and its high-probability set.
+# Only **training** captions are read; evaluation never sees test captions' nouns.
+
+# %% tags=["parameters"]
+dataset: str = "embedded"
+data_dir: str = "../../data/embedded"
+out_dir: str = "."
+rsicd_dir: str = "../../../shared/data/rsicd"   # real RSICD annotations (text only), if present
+threshold: float = 0.4
+
+# %%
+import json
+from pathlib import Path
+
+import pandas as pd
+import seaborn as sns
+
+from osdpm_lib import data, figures, priors, tables
+
+ann = data.load(data_dir)
+train = ann.split("train")
+gt_path = Path(data_dir) / "ground_truth.json"
+gt = json.loads(gt_path.read_text())["images"] if gt_path.exists() else {}
+scenes = [gt[r.filename]["scene"] if r.filename in gt else r.scene for r in train]
+pri = priors.image_priors(train, threshold=threshold)
+pri.save(Path(out_dir) / "priors_train.npz")
+peak = pri.peakedness()
+print(f"{len(train)} training images; {peak['n_named'].gt(0).mean():.1%} name at least one category; "
+      f"median categories in the high-probability set: {peak['n_high'].median():.0f}")
+
+# %% [markdown]
+# ## Top categories per scene class
+
+# %%
+top = priors.top_categories_by_scene(pri, scenes, k=3)
+tables.write(top, out_dir, "priors_top_by_scene")
+top.pivot(index="scene", columns="rank", values="category")
+
+# %%
+share = priors.top_categories_by_scene(pri, scenes, k=len(pri.categories))
+fig = figures.prior_heatmap(share)
+figures.save(fig, out_dir, "02_prior_heatmap");
+
+# %% [markdown]
+# ## How peaked are the priors?
+# Largest category share per image and the normalised entropy of its prior (0: one category only).
+
+# %%
+ax = sns.histplot(data=peak.dropna(), x="norm_entropy", bins=20)
+ax.set_xlabel("normalised entropy of the caption-noun prior")
+figures.save(ax.figure, out_dir, "02_prior_entropy");
+
+# %%
+peak[["max_prob", "norm_entropy", "n_high"]].describe().round(3)
+
+# %% [markdown]
+# ## The same extraction on the real RSICD annotations (text only)
+
+# %% tags=["nbval-ignore-output"]
+if Path(rsicd_dir).exists():
+    rsicd = data.load(rsicd_dir).split("train")
+    rp = priors.image_priors(rsicd, threshold=threshold)
+    rtop = priors.top_categories_by_scene(rp, [r.scene for r in rsicd], k=3)
+    tables.write(rtop, out_dir, "priors_top_by_scene_rsicd")
+    display(rtop[rtop.scene.isin(["airport", "port", "parking", "storagetanks"])])
+else:
+    print(f"RSICD annotations not found at {rsicd_dir}; skipped")
