@@ -72,8 +72,8 @@ figures.save(fig, out_dir, "01_samples");
 # %%
 if gt:
     sizes = synth.object_sizes(data_path / "ground_truth.json")
-    order = sizes.groupby("category")["rel_size"].median().sort_values().index
-    g = sns.catplot(data=sizes, y="category", x="rel_size", order=order, kind="box", height=5, aspect=1.4,
+    order = sizes.groupby("category")["size"].median().sort_values().index
+    g = sns.catplot(data=sizes, y="category", x="size", order=order, kind="box", height=5, aspect=1.4,
                     fliersize=1)
     g.set_axis_labels("box side / image side", "")
     figures.save(g.figure, out_dir, "01_object_sizes");

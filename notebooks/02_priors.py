@@ -38,7 +38,7 @@ train = ann.split("train")
 gt_path = Path(data_dir) / "ground_truth.json"
 gt = json.loads(gt_path.read_text())["images"] if gt_path.exists() else {}
 scenes = [gt[r.filename]["scene"] if r.filename in gt else r.scene for r in train]
-pri = priors.image_priors(train, threshold=threshold)
+pri = priors.cached_image_priors(train, Path(data_dir) / ".cache", threshold=threshold)
 pri.save(Path(out_dir) / "priors_train.npz")
 peak = pri.peakedness()
 print(f"{len(train)} training images; {peak['n_named'].gt(0).mean():.1%} name at least one category; "

@@ -24,7 +24,7 @@ runs_dir: str = "../../runs/embedded"
 variant: str = "clip"
 seed: int = 0
 model: str = "osdpm-tiny-vit"       # any open_clip model name, e.g. "ViT-B-32"
-pretrained: str = ""                # open_clip tag ("openai") or a local checkpoint path; "" = random init
+pretrained: str = ""  # open_clip tag (openai, laion2b_s34b_b79k) or a checkpoint path, empty for random init
 
 # %%
 from pathlib import Path

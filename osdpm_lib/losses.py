@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 from torch import nn
@@ -13,17 +14,21 @@ class OSFCMLoss(nn.Module):
 
     ``prior`` rows are the caption-noun category frequencies of each training image (rows of zeros
     for images that name no category; those do not contribute).  Returns the mean over images with
-    a prior, or zero when the batch has none.
+    a prior, or zero when the batch has none.  ``n_with_prior`` replaces the local number of images
+    with a prior as the divisor (under DDP: the global count / world_size, so that the mean over
+    ranks, and DDP's averaged gradient, are those of the global-batch mean).
     """
 
-    def forward(self, assign_logits: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    def forward(self, assign_logits: torch.Tensor, prior: torch.Tensor,
+                n_with_prior: torch.Tensor | float | None = None) -> torch.Tensor:
         mass = prior.sum(dim=1)
         keep = mass > 0
         if not bool(keep.any()):
             return assign_logits.sum() * 0.0
         p = prior[keep] / mass[keep, None]
         log_q = F.log_softmax(assign_logits[keep].float(), dim=1)
-        return F.kl_div(log_q, p.float(), reduction="batchmean")
+        kl = F.kl_div(log_q, p.float(), reduction="sum")
+        return kl / (keep.sum() if n_with_prior is None else n_with_prior)
 
 
 class OSDPMLoss(nn.Module):
@@ -35,12 +40,18 @@ class OSDPMLoss(nn.Module):
                                     rank=rank, world_size=world_size)
         self.osfcm = OSFCMLoss()
         self.lambda_osfcm = lambda_osfcm
+        self.world_size = world_size
 
     def forward(self, out: dict[str, torch.Tensor], prior: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         c = self.contrastive(out["image_features"], out["text_features"], out["logit_scale"])
         losses = {"contrastive": c, "total": c}
         if "osfcm_logits" in out and prior is not None and self.lambda_osfcm > 0:
-            o = self.osfcm(out["osfcm_logits"], prior)
+            n = None
+            if self.world_size > 1:  # divide by the global count of images with a prior (per rank)
+                n = (prior.sum(dim=1) > 0).sum().to(torch.float32)
+                dist.all_reduce(n)
+                n = n / self.world_size
+            o = self.osfcm(out["osfcm_logits"], prior, n)
             losses["osfcm"] = o
             losses["total"] = c + self.lambda_osfcm * o
         return losses

@@ -25,6 +25,7 @@ import argparse
 import collections
 import dataclasses
 import filecmp
+import hashlib
 import io
 import json
 import math
@@ -533,6 +534,20 @@ def image_priors(records: Iterable[Any], categories: Sequence[str] = lexicon.CAT
             if j is not None:
                 counts[i, j] = n
     return Priors.from_counts([str(r.filename) for r in records], categories, counts, n_caps, threshold)
+
+
+def cached_image_priors(records, cache_dir: str | os.PathLike, threshold: float = 0.4) -> "Priors":
+    """Training priors, computed once per (captions, lexicon, threshold) and kept under ``cache_dir``
+    (loading WordNet costs NLTK 10-20 s per process; the priors themselves take about a second)."""
+    blob = json.dumps([threshold, lexicon.CATEGORIES, [(r.filename, list(r.captions)) for r in records]])
+    cache_dir = Path(cache_dir)
+    path = cache_dir / f"priors_{hashlib.sha1(blob.encode()).hexdigest()[:16]}.npz"
+    if path.exists():
+        return Priors.load(path)
+    pri = image_priors(records, threshold=threshold)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    pri.save(path)
+    return pri
 
 
 def top_categories_by_scene(priors: Priors, scenes: Sequence[str | None], k: int = 5,

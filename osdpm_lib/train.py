@@ -35,6 +35,7 @@ from .data import load as load_annotations
 from .evaluate import Encoded, encode_images, encode_texts
 from .losses import OSDPMLoss
 from .metrics import retrieval_metrics
+from .priors import cached_image_priors
 from .models import OSDPM, VARIANTS, build_clip, category_text_embeddings, preprocess_config, tokenizer_for
 
 
@@ -138,8 +139,7 @@ def load_bundle(data_dir, tokenizer, preprocess: dict, with_priors: bool, prior_
             raise ValueError(f"{ann.source}: split {s!r} is empty")
     prior = None
     if with_priors:
-        from .priors import image_priors
-        pri = image_priors(splits["train"].records, threshold=prior_threshold)
+        pri = cached_image_priors(splits["train"].records, Path(cache_dir or data_dir / ".cache"), prior_threshold)
         prior = torch.from_numpy(np.asarray(pri.probs, dtype=np.float32))
     return Bundle(splits["train"], splits["val"], splits["test"],
                   Normalizer(preprocess["mean"], preprocess["std"]), prior, lexicon.CATEGORY_NAMES)
