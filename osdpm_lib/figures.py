@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -10,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
 
@@ -39,5 +41,386 @@ def sample_grid(records, image_dir, n: int = 8, cols: int = 4, scenes: dict | No
         scene = (scenes or {}).get(r.filename, r.scene) or "?"
         caps = "\n".join(textwrap.fill(c, wrap) for c in r.captions[:2])
         ax.set_title(f"{r.filename} [{scene}]\n{caps}", fontsize=7, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def _hwc(image) -> np.ndarray:
+    """One image as ``[H, W, 3]`` uint8 (from a ``[3, H, W]`` tensor/array, an ``[H, W, 3]`` array or PIL)."""
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    a = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
+    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
+        a = a.transpose(1, 2, 0)
+    if a.dtype != np.uint8:
+        a = np.clip(a * (255.0 if a.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    return a
+
+
+def _embeddings(enc) -> tuple[np.ndarray, np.ndarray]:
+    """``(images, texts)`` of an :class:`osdpm_lib.evaluate.Encoded`, an ``np.load`` of
+    ``test_encoded.npz`` or a dict with those keys."""
+    if hasattr(enc, "images") and hasattr(enc, "texts"):
+        return np.asarray(enc.images), np.asarray(enc.texts)
+    return np.asarray(enc["images"]), np.asarray(enc["texts"])
+
+
+def _ranked(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` highest scores, best first; ties keep index order (deterministic)."""
+    return np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:k]
+
+
+def example_indices(n: int, n_examples: int, seed: int = 0) -> list[int]:
+    """``n_examples`` distinct indices out of ``n`` drawn with a fixed seed, sorted."""
+    rng = np.random.default_rng(seed)
+    return sorted(int(i) for i in rng.choice(n, size=min(n_examples, n), replace=False))
+
+
+def first_captions(caption_image) -> np.ndarray:
+    """Per image, the index of its first caption (``caption_image``: caption -> image index)."""
+    from .explain import first_caption_index
+
+    return first_caption_index(caption_image)
+
+
+# ------------------------------------------------------------------------- Fig. 5: attention maps
+def attention_figure(images, columns: dict, boxes=None, row_titles=None, alpha: float = 0.5,
+                     cmap: str = "jet", size: float = 1.9):
+    """Attention maps overlaid on images (the paper's Fig. 5).
+
+    ``images``: ``N`` images (uint8 ``[N, 3, S, S]`` tensor or anything :func:`_hwc` reads);
+    ``columns``: label -> ``[N, h, w]`` maps (upsampled bilinearly to the image, min-max normalised;
+    the peak is marked with a white cross); ``boxes``: optional per-image ``[n, 4]`` pixel boxes drawn
+    on the first column (the ground-truth objects the captions name); ``row_titles``: optional text per
+    row.  Returns the Figure (rows: images; columns: the image, then one per map).
+    """
+    from .explain import map_peaks, normalize_maps, upsample
+
+    imgs = [_hwc(im) for im in images]
+    n, labels = len(imgs), list(columns)
+    for lab in labels:
+        if len(columns[lab]) != n:
+            raise ValueError(f"column {lab!r}: {len(columns[lab])} maps for {n} images")
+    s = imgs[0].shape[0] if n else 1
+    over = {lab: normalize_maps(upsample(np.asarray(columns[lab]), s)) for lab in labels}
+    peaks = {lab: map_peaks(np.asarray(columns[lab]), s) for lab in labels}
+    fig, axes = plt.subplots(n, 1 + len(labels), figsize=(size * (1 + len(labels)), size * n + 0.3),
+                             squeeze=False)
+    for i in range(n):
+        ax = axes[i, 0]
+        ax.imshow(imgs[i])
+        for x0, y0, x1, y1 in (np.asarray(boxes[i]).reshape(-1, 4) if boxes is not None else []):
+            ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="lime", lw=0.8))
+        if row_titles is not None:
+            ax.set_ylabel("\n".join(textwrap.fill(part, 24, break_long_words=False)
+                                     for part in str(row_titles[i]).split("\n")), fontsize=6.5)
+        for j, lab in enumerate(labels, start=1):
+            ax = axes[i, j]
+            ax.imshow(imgs[i])
+            ax.imshow(over[lab][i], cmap=cmap, alpha=alpha, vmin=0, vmax=1)
+            x, y = peaks[lab][i]
+            if x >= 0:
+                ax.plot([x], [y], marker="+", color="white", ms=9, mew=1.5)
+    for j, lab in enumerate(["image (+ target boxes)" if boxes is not None else "image", *labels]):
+        axes[0, j].set_title(lab, fontsize=8)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------- Figs. 6, 7: retrieval examples
+def topk_image_to_text(enc, image: int, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` caption indices for a query image and their similarities."""
+    im, tx = _embeddings(enc)
+    s = tx @ im[image]
+    idx = _ranked(s, k)
+    return idx, s[idx]
+
+
+def topk_text_to_image(enc, caption: int, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` image indices for a query caption and their similarities."""
+    im, tx = _embeddings(enc)
+    s = im @ tx[caption]
+    idx = _ranked(s, k)
+    return idx, s[idx]
+
+
+def retrieval_i2t_figure(encoded: dict, captions, caption_image, images, queries, k: int = 5,
+                         wrap: int = 44):
+    """Image -> text examples (the paper's Fig. 6): per query image (rows) the image, then per model
+    (``encoded``: label -> test embeddings) its top-``k`` captions, ✓ (green) for a caption of the
+    query image, ✗ (red) otherwise, with the cosine similarity.  Returns the Figure."""
+    caption_image = np.asarray(caption_image)
+    labels = list(encoded)
+    n = len(queries)
+    fig, axes = plt.subplots(n, 1 + len(labels), figsize=(1.9 + 4.3 * len(labels), 2.0 * n + 0.3),
+                             squeeze=False, gridspec_kw={"width_ratios": [1] + [2.4] * len(labels)})
+    for r, q in enumerate(queries):
+        q = int(q)
+        axes[r, 0].imshow(_hwc(images[q]))
+        axes[r, 0].set_title(f"query image {q}", fontsize=7)
+        for c, lab in enumerate(labels, start=1):
+            ax = axes[r, c]
+            idx, sims = topk_image_to_text(encoded[lab], q, k)
+            hits = caption_image[idx] == q
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            for rank, (j, s, h) in enumerate(zip(idx, sims, hits)):
+                text = textwrap.shorten(str(captions[j]), wrap * 2, placeholder=" …")
+                ax.text(0.0, 1 - (rank + 0.5) / k, f"{'✓' if h else '✗'} {rank + 1}. " + textwrap.fill(text, wrap)
+                        + f"  ({s:.2f})", color="tab:green" if h else "tab:red", fontsize=6.5, va="center")
+            if r == 0:
+                ax.set_title(lab, fontsize=9)
+    for r in range(axes.shape[0]):
+        for c in range(axes.shape[1]):
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+            if c > 0:
+                axes[r, c].spines[:].set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def retrieval_t2i_figure(encoded: dict, captions, caption_image, images, queries, k: int = 5,
+                         wrap: int = 34):
+    """Text -> image examples (the paper's Fig. 7): per query caption and model (rows) the caption and
+    the model's top-``k`` images, framed green when it is the caption's image, red otherwise.  Returns
+    the Figure."""
+    caption_image = np.asarray(caption_image)
+    labels = list(encoded)
+    rows = [(int(q), lab) for q in queries for lab in labels]
+    fig, axes = plt.subplots(len(rows), 1 + k, figsize=(2.6 + 1.3 * k, 1.45 * len(rows) + 0.3), squeeze=False,
+                             gridspec_kw={"width_ratios": [2.0] + [1] * k})
+    for r, (q, lab) in enumerate(rows):
+        ax = axes[r, 0]
+        ax.axis("off")
+        if lab == labels[0]:  # the query once per group of rows
+            ax.text(0, 1.0, f"query {q}: “{textwrap.fill(str(captions[q]), wrap)}”", fontsize=6.5, va="top")
+        ax.text(0, 0.1, lab, fontsize=8, fontweight="bold", va="bottom")
+        idx, sims = topk_text_to_image(encoded[lab], q, k)
+        for c, (j, s) in enumerate(zip(idx, sims), start=1):
+            ax = axes[r, c]
+            ax.imshow(_hwc(images[int(j)]))
+            hit = int(j) == int(caption_image[q])
+            for sp in ax.spines.values():
+                sp.set_edgecolor("tab:green" if hit else "tab:red")
+                sp.set_linewidth(3)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{c}. {'✓' if hit else '✗'} {s:.2f}", fontsize=6.5,
+                         color="tab:green" if hit else "tab:red")
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------- embedding space across training stages
+STAGES = ("start", "mid", "end")
+
+
+def project(emb: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
+    """2-D projection of embeddings: ``"tsne"`` (sklearn, cosine metric, PCA init, perplexity
+    ``min(30, (n - 1) / 3)``) or ``"umap"`` (umap-learn, cosine metric, ``n_neighbors=min(15, n - 1)``,
+    ``min_dist=0.1``); both with ``random_state=seed`` (deterministic, single-threaded)."""
+    x = np.asarray(emb, dtype=np.float32)
+    n = len(x)
+    if n < 4:
+        raise ValueError(f"need at least 4 points to project, got {n}")
+    with warnings.catch_warnings():  # umap: "n_jobs overridden by setting random_state", numba notes
+        warnings.simplefilter("ignore")
+        return _project(x, method, seed)
+
+
+def _project(x: np.ndarray, method: str, seed: int) -> np.ndarray:
+    n = len(x)
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):  # one OpenMP thread: the Barnes-Hut sums in a fixed order
+            return TSNE(2, perplexity=float(min(30.0, (n - 1) / 3.0)), metric="cosine", init="pca",
+                        random_state=seed).fit_transform(x)
+    if method == "umap":
+        import umap
+        from sklearn.metrics import pairwise_distances
+
+        # Exact cosine neighbours (what umap-learn computes itself below 4096 points), handed over as
+        # ``precomputed_knn``: the same graph, without numba compiling umap's parallel kNN kernel.
+        k = min(15, n - 1)
+        d = pairwise_distances(x.astype(np.float64), metric="cosine")
+        np.fill_diagonal(d, 0.0)
+        order = d.copy()
+        np.fill_diagonal(order, -1.0)  # every point is its own first neighbour
+        idx = np.argsort(order, axis=1, kind="stable")[:, :k]
+        knn = (idx, np.take_along_axis(d, idx, axis=1))
+        return umap.UMAP(n_neighbors=k, min_dist=0.1, metric="cosine", random_state=seed, n_jobs=1,
+                         precomputed_knn=knn).fit_transform(x)
+    raise ValueError(f"unknown projection {method!r}; choose 'tsne' or 'umap'")
+
+
+def load_stages(run_dir) -> dict[str, np.ndarray]:
+    """The test image embeddings of a run at the stages ``start``, ``mid``, ``end`` (embeddings.npz)."""
+    with np.load(Path(run_dir) / "embeddings.npz") as z:
+        return {s: z[s] for s in STAGES if s in z}
+
+
+def embedding_frame(stages: dict, scenes, methods=("tsne", "umap"), seed: int = 0) -> pd.DataFrame:
+    """Projections of every (model, stage): ``stages`` maps model label -> {stage: ``[N, D]``}.
+    Long frame: model, stage, method, index, x, y, scene."""
+    scenes = np.asarray([s if s is not None else "?" for s in scenes], dtype=object)
+    parts = []
+    for model, per in stages.items():
+        for stage, emb in per.items():
+            if len(emb) != len(scenes):
+                raise ValueError(f"{model}/{stage}: {len(emb)} embeddings for {len(scenes)} scenes")
+            for method in methods:
+                xy = project(emb, method, seed)
+                parts.append(pd.DataFrame({"model": model, "stage": stage, "method": method,
+                                           "index": np.arange(len(emb)), "x": xy[:, 0], "y": xy[:, 1],
+                                           "scene": scenes}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def separation_table(stages: dict, scenes, metric: str = "cosine") -> pd.DataFrame:
+    """Scene separation per (model, stage): sklearn's ``silhouette_score`` of the embeddings by scene
+    class (``metric`` cosine; images without a scene left out).  Columns: model, stage, silhouette,
+    n_images, n_scenes (silhouette NaN when fewer than 2 scenes or every image its own scene)."""
+    from sklearn.metrics import silhouette_score
+
+    keep = np.asarray([s is not None for s in scenes])
+    labels = np.asarray([s for s in scenes if s is not None], dtype=object)
+    n_scenes = len(set(labels.tolist()))
+    rows = []
+    for model, per in stages.items():
+        for stage, emb in per.items():
+            x = np.asarray(emb, dtype=np.float64)[keep]
+            ok = 2 <= n_scenes <= len(x) - 1
+            rows.append({"model": model, "stage": stage,
+                         "silhouette": float(silhouette_score(x, labels, metric=metric)) if ok else np.nan,
+                         "n_images": int(len(x)), "n_scenes": n_scenes})
+    return pd.DataFrame(rows, columns=["model", "stage", "silhouette", "n_images", "n_scenes"])
+
+
+def scene_palette(scenes) -> dict:
+    """A fixed colour per scene class (sorted names; tab20 then tab20b)."""
+    names = sorted({str(s) for s in scenes})
+    colors = list(plt.get_cmap("tab20").colors) + list(plt.get_cmap("tab20b").colors)
+    return {s: colors[i % len(colors)] for i, s in enumerate(names)}
+
+
+def embedding_grid(frame: pd.DataFrame, separation: pd.DataFrame | None = None, size: float = 2.6,
+                   point_size: float = 9):
+    """Grid of projections: one row per (model, method), one column per stage, points coloured by scene;
+    with ``separation`` (:func:`separation_table`) each panel's title carries the silhouette.  Returns
+    the Figure (scene legend on the right)."""
+    models = list(dict.fromkeys(frame["model"]))
+    methods = list(dict.fromkeys(frame["method"]))
+    stages = [s for s in STAGES if s in set(frame["stage"])] or list(dict.fromkeys(frame["stage"]))
+    pal = scene_palette(frame["scene"])
+    sil = {} if separation is None else {(r.model, r.stage): r.silhouette for r in separation.itertuples()}
+    rows = [(m, me) for m in models for me in methods]
+    fig, axes = plt.subplots(len(rows), len(stages), figsize=(size * len(stages) + 2.2, size * len(rows)),
+                             squeeze=False)
+    for r, (model, method) in enumerate(rows):
+        for c, stage in enumerate(stages):
+            ax = axes[r, c]
+            d = frame[(frame["model"] == model) & (frame["method"] == method) & (frame["stage"] == stage)]
+            ax.scatter(d["x"], d["y"], c=[pal[str(s)] for s in d["scene"]], s=point_size, lw=0)
+            title = f"{model} · {stage}"
+            if (model, stage) in sil:
+                title += f"\nsilhouette {sil[(model, stage)]:.3f}"
+            ax.set_title(title, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(method.upper() if method == "umap" else "t-SNE", fontsize=8)
+    handles = [plt.Line2D([], [], ls="", marker="o", color=col, label=s, ms=5) for s, col in pal.items()]
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False,
+               title="scene", title_fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------ prior heatmap
+def prior_heatmap(df: pd.DataFrame, value: str = "share", categories=None, annotate: bool = True,
+                  ax=None):
+    """Scene x category heatmap of ``value`` (default ``share``: the share of a scene's images whose
+    captions name the category) from a long frame with columns scene, category, ``value`` (e.g.
+    :func:`osdpm_lib.priors.top_categories_by_scene`, any ``k``).  Pairs missing from the frame are
+    left blank.  Columns follow ``categories`` (default: lexicon order of those present).  Returns the
+    Figure."""
+    from . import lexicon
+
+    missing = [c for c in ("scene", "category", value) if c not in df.columns]
+    if missing:
+        raise ValueError(f"prior frame lacks the columns {missing}")
+    if categories is None:
+        present = set(df["category"])
+        categories = [c for c in lexicon.CATEGORY_NAMES if c in present]
+        categories += sorted(present - set(categories))
+    table = df.pivot_table(index="scene", columns="category", values=value, aggfunc="mean")
+    table = table.reindex(columns=list(categories)).sort_index()
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(0.42 * table.shape[1] + 2.5, 0.32 * table.shape[0] + 1.5))
+    else:
+        fig = ax.figure
+    data = np.ma.masked_invalid(table.to_numpy(dtype=float))
+    im = ax.imshow(data, cmap="viridis", vmin=0, vmax=max(1e-9, float(np.nanmax(table.to_numpy(dtype=float)))),
+                   aspect="auto")
+    ax.set_xticks(range(table.shape[1]), table.columns, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(table.shape[0]), table.index, fontsize=7)
+    if annotate:
+        for (i, j), v in np.ndenumerate(table.to_numpy(dtype=float)):
+            if v == v and v >= 0.05:
+                ax.text(j, i, f"{v:.2f}"[1:] if v < 1 else "1", ha="center", va="center", fontsize=5,
+                        color="white" if v < 0.6 * data.max() else "black")
+    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02, label=value)
+    ax.set_xlabel("category")
+    ax.set_ylabel("scene")
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------- search
+def search(query: str, model, tokenizer, image_embeddings, k: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Text search of an image gallery: the query is encoded with ``model`` (an OSDPM / open_clip model
+    with ``encode_text``) and ``tokenizer``, compared (cosine) with ``image_embeddings`` ``[N, D]``
+    (normalised, e.g. ``test_encoded.npz``'s ``images``).  Returns the top-``k`` indices (best first,
+    ties in index order) and their similarities."""
+    import torch
+
+    model.eval()
+    dev = next(model.parameters()).device
+    with torch.no_grad():
+        q = model.encode_text(tokenizer([query]).to(dev)).float().cpu().numpy()[0]
+    q = q / max(np.linalg.norm(q), 1e-12)
+    s = np.asarray(image_embeddings, dtype=np.float32) @ q
+    idx = _ranked(s, k)
+    return idx, s[idx]
+
+
+def search_figure(images, indices, scores, query: str, titles=None, relevant=None, cols: int = 4,
+                  size: float = 1.9):
+    """The ranked images of a search (:func:`search`): rank, similarity and an optional title each
+    (e.g. the scene); with ``relevant`` (one bool per shown image) frames green/red.  Returns the Figure."""
+    n = len(indices)
+    rows = max(1, int(np.ceil(n / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, (size + 0.35) * rows + 0.5), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for r, (ax, j, s) in enumerate(zip(axes.ravel(), indices, scores)):
+        ax.axis("on")
+        ax.imshow(_hwc(images[int(j)]))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        extra = f"\n{titles[r]}" if titles is not None else ""
+        ax.set_title(f"{r + 1}. #{int(j)} ({s:.2f}){extra}", fontsize=7)
+        if relevant is not None:
+            for sp in ax.spines.values():
+                sp.set_edgecolor("tab:green" if relevant[r] else "tab:red")
+                sp.set_linewidth(3)
+    fig.suptitle(f"“{query}”", fontsize=9)
     fig.tight_layout()
     return fig
