@@ -32,6 +32,7 @@ book: setup
 
 book-ci: setup
 	$(PY) -m osdpm_lib.runner --profile ci
+	cp results/ci/tables/ablation_runs.csv tests_book/expected_ci_metrics.csv
 	$(PY) -m osdpm_lib.bench --mode ci --out results/bench.md
 
 unit: setup

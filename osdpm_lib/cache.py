@@ -67,11 +67,12 @@ class SplitTensors:
         tokens = tokenizer(captions) if captions else torch.zeros(0, 1, dtype=torch.long)
         return cls(list(records), images, tokens, caption_image, captions)
 
-    def caption_ranges(self) -> list[torch.Tensor]:
-        """Per image, the indices of its captions."""
+    def caption_index(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Captions grouped by image: ``order[start[i]:start[i] + count[i]]`` are image i's captions."""
         order = torch.argsort(self.caption_image, stable=True)
-        counts = torch.bincount(self.caption_image, minlength=len(self.records)).tolist()
-        return list(torch.split(order, counts))
+        count = torch.bincount(self.caption_image, minlength=len(self.records))
+        start = torch.cumsum(count, 0) - count
+        return order, start, count
 
 
 class Normalizer(torch.nn.Module):

@@ -125,8 +125,10 @@ class SaliencyRegionAttention(nn.Module):
         per_scale = []
         for k in self.scales:
             k_eff = min(k, x.shape[-1], x.shape[-2])
-            num = F.avg_pool2d(x * m, k_eff, stride=k_eff, ceil_mode=True)
-            den = F.avg_pool2d(m, k_eff, stride=k_eff, ceil_mode=True)
+            num, den = x * m, m
+            if k_eff > 1:  # 1x1 regions are the cells themselves
+                num = F.avg_pool2d(num, k_eff, stride=k_eff, ceil_mode=True)
+                den = F.avg_pool2d(den, k_eff, stride=k_eff, ceil_mode=True)
             region = (num / den.clamp_min(1e-6)).flatten(2)          # [B, C, R]
             weight = torch.softmax(den.flatten(2) / self.temperature, dim=-1)  # [B, 1, R]
             per_scale.append((region * weight).sum(-1))
