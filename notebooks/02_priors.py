@@ -28,8 +28,8 @@ threshold: float = 0.4
 import json
 from pathlib import Path
 
-import pandas as pd
 import seaborn as sns
+from IPython.display import display
 
 from osdpm_lib import data, figures, priors, tables
 

@@ -4,11 +4,9 @@
 
 * **training**: pairs/s of variants ``clip`` and ``osdpm`` on the same backbone and batch, on synthetic
   data (random uint8 images and token ids kept on the device, random category priors with some empty
-  rows), after warm-up steps.  The step mirrors ``train.train``: index the batch, ``augment``,
-  normalise (after making the rotated batch contiguous, unlike ``train.train``, where the rotated view
-  makes ``torch.compile`` compile a second graph), (channels_last), autocast forward, ``OSDPMLoss``,
-  AdamW (``train.param_groups``), LR scheduler, ``logit_scale`` clamp and one ``float(loss)`` per step
-  (the synchronisation ``train`` does to log losses).  GPU timings bracket the steps with
+  rows), after warm-up steps.  The step is ``train.Stepper``, the very object ``train.train`` calls
+  (augment, normalise, autocast forward, ``OSDPMLoss``, fused AdamW, LR schedule, logit-scale clamp; the
+  losses stay on the device, so no host synchronisation per step).  GPU timings bracket the steps with
   ``torch.cuda.synchronize``.  On CPU the two variants are timed in alternating rounds (ABBA) and each
   gets the median round, so that a busy machine moves both figures alike (the ratio by process CPU
   time is given too); on GPU each variant is measured alone (one model in memory).
@@ -56,12 +54,11 @@ import numpy as np
 import torch
 
 from . import lexicon
-from .cache import Normalizer, SplitTensors, augment
+from .cache import Normalizer, SplitTensors
 from .data import ImageRecord
 from .evaluate import Encoded, encode_images, encode_texts
-from .losses import OSDPMLoss
 from .metrics import retrieval_metrics
-from .train import Bundle, TrainConfig, build_model, cosine_with_warmup, param_groups
+from .train import Bundle, Stepper, TrainConfig, build_model
 
 VARIANTS = ("clip", "osdpm")
 GOAL_RATIO = 0.9            # osdpm pairs/s >= 0.9 x clip pairs/s
@@ -222,10 +219,8 @@ class _Trainer:
             model.to(memory_format=torch.channels_last)
         self.model, self.device, self.amp, self.setting = model, device, amp, setting
         self.normalizer = Normalizer(pre["mean"], pre["std"]).to(device)
-        self.loss_fn = OSDPMLoss(lambda_osfcm if variant == "osdpm" else 0.0)
-        self.optim = torch.optim.AdamW(param_groups(model, cfg), betas=(0.9, 0.98), eps=1e-6)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.optim, cosine_with_warmup(10**6, 10))
-        self.fwd = torch.compile(model, dynamic=False) if setting.compile else model
+        cfg.lambda_osfcm = lambda_osfcm
+        self.stepper = Stepper(model, cfg, self.normalizer, device, amp, total_steps=10**6)
         self.gen = torch.Generator().manual_seed(seed)
         n, s = pool * setting.batch, pre["image_size"]
         clip = model.clip
@@ -238,24 +233,10 @@ class _Trainer:
         self.prior = prior.to(device) if variant == "osdpm" else None
         self.n = n
 
-    def step(self) -> float:
-        b = self.setting.batch
-        idx = torch.randperm(self.n, generator=self.gen)[:b].to(self.device)
-        # contiguous after augment's rot90: train.train passes the rotated view on, whose strides
-        # differ for odd rotations, which makes torch.compile build a second graph (see the report)
-        imgs = self.normalizer(augment(self.images[idx], self.gen).contiguous())
-        if self.setting.channels_last:
-            imgs = imgs.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type=self.device.type, dtype=self.amp, enabled=self.amp is not None):
-            out = self.fwd(imgs, self.tokens[idx])
-            losses = self.loss_fn(out, self.prior[idx] if self.prior is not None else None)
-        self.optim.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        self.optim.step()
-        self.sched.step()
-        with torch.no_grad():
-            self.model.clip.logit_scale.clamp_(0, math.log(100))
-        return float(losses["total"].detach())     # train.train's per-step logging sync
+    def step(self) -> dict:
+        idx = torch.randperm(self.n, generator=self.gen)[:self.setting.batch].to(self.device)
+        return self.stepper(self.images[idx], self.tokens[idx], self.prior[idx] if self.prior is not None else None,
+                            self.gen)
 
     def run(self, steps: int) -> float:
         """Wall seconds of ``steps`` steps (``self.last_cpu_s``: the process's CPU seconds)."""

@@ -21,14 +21,16 @@ class OSFCMLoss(nn.Module):
 
     def forward(self, assign_logits: torch.Tensor, prior: torch.Tensor,
                 n_with_prior: torch.Tensor | float | None = None) -> torch.Tensor:
-        mass = prior.sum(dim=1)
-        keep = mass > 0
-        if not bool(keep.any()):
-            return assign_logits.sum() * 0.0
-        p = prior[keep] / mass[keep, None]
-        log_q = F.log_softmax(assign_logits[keep].float(), dim=1)
-        kl = F.kl_div(log_q, p.float(), reduction="sum")
-        return kl / (keep.sum() if n_with_prior is None else n_with_prior)
+        prior = prior.float()
+        mass = prior.sum(dim=1, keepdim=True)
+        keep = (mass > 0).float()
+        p = prior / mass.clamp_min(1e-12)
+        log_q = F.log_softmax(assign_logits.float(), dim=1)
+        # KL(p || q) per image; rows without a prior are all zeros and contribute nothing.
+        # Written without data-dependent branches or indexing: no host synchronisation on the GPU.
+        kl = (torch.xlogy(p, p) - p * log_q).sum()
+        denom = keep.sum().clamp_min(1.0) if n_with_prior is None else n_with_prior
+        return kl / denom
 
 
 class OSDPMLoss(nn.Module):

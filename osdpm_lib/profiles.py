@@ -5,9 +5,9 @@ from __future__ import annotations
 
 PROFILES: dict[str, dict] = {
     "default": {
-        "n_images": 2000,
+        "n_images": 1600,
         "image_size": 64,
-        "epochs": 8,
+        "epochs": 12,
         "batch_size": 64,
         "seeds": [0, 1, 2],
         "lr": 1e-3,

@@ -167,6 +167,49 @@ def _rank_world() -> tuple[int, int]:
     return 0, 1
 
 
+class Stepper:
+    """One optimisation step of ``train`` (the benchmark times the same object).
+
+    Holds the optimiser (fused AdamW; backbone and new-module groups of ``param_groups``), the warm-up +
+    cosine schedule, the DDP / ``torch.compile`` wrapping and the loss.  ``__call__`` augments and
+    normalises a uint8 batch, runs forward/backward under autocast, steps, clamps the logit scale and
+    returns the detached losses (tensors on the device: no host synchronisation).
+    """
+
+    def __init__(self, model: OSDPM, cfg: TrainConfig, normalizer, device, amp, total_steps: int,
+                 rank: int = 0, world: int = 1):
+        self.model, self.cfg, self.normalizer, self.device, self.amp = model, cfg, normalizer, device, amp
+        self.loss_fn = OSDPMLoss(cfg.lambda_osfcm if cfg.variant == "osdpm" else 0.0, rank, world)
+        self.optim = torch.optim.AdamW(param_groups(model, cfg), betas=(0.9, 0.98), eps=1e-6, fused=True)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.optim, cosine_with_warmup(total_steps, int(cfg.warmup_frac * total_steps)))
+        fwd = model
+        if world > 1:
+            fwd = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=model.osfcm is not None and self.loss_fn.lambda_osfcm == 0)
+        self.fwd = torch.compile(fwd, dynamic=False) if cfg.compile else fwd
+
+    def __call__(self, images_u8: torch.Tensor, tokens: torch.Tensor, prior: torch.Tensor | None,
+                 gen: torch.Generator) -> dict[str, torch.Tensor]:
+        imgs = images_u8
+        if self.cfg.augment:
+            imgs = augment(imgs, gen).contiguous()  # contiguous: one compiled graph for every rotation
+        imgs = self.normalizer(imgs.to(self.device, non_blocking=True))
+        if self.cfg.channels_last:
+            imgs = imgs.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=self.device.type, dtype=self.amp, enabled=self.amp is not None):
+            out = self.fwd(imgs, tokens.to(self.device, non_blocking=True))
+            losses = self.loss_fn(out, prior)
+        self.optim.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        self.optim.step()
+        self.sched.step()
+        with torch.no_grad():
+            self.model.clip.logit_scale.clamp_(0, math.log(100))
+        return {k: v.detach() for k, v in losses.items()}
+
+
 def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reuse: bool = True) -> dict:
     """Train one configuration; returns ``{"test": metrics, "best_epoch": e, "history": [...]}``."""
     run_dir = Path(run_dir)
@@ -186,21 +229,10 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     normalizer = bundle.normalizer.to(device)
-    loss_fn = OSDPMLoss(cfg.lambda_osfcm if cfg.variant == "osdpm" else 0.0, rank, world)
-    # fused AdamW: one kernel per step instead of a loop over tensors (8x faster step on CPU too)
-    optim = torch.optim.AdamW(param_groups(model, cfg), betas=(0.9, 0.98), eps=1e-6, fused=True)
     n_train = len(bundle.train.records)
     global_bs = min(cfg.batch_size, n_train)
     steps_per_epoch = n_train // global_bs
-    total = steps_per_epoch * cfg.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, cosine_with_warmup(total, int(cfg.warmup_frac * total)))
-    fwd = model
-    if world > 1:
-        fwd = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=model.osfcm is not None and loss_fn.lambda_osfcm == 0)
-    if cfg.compile:
-        fwd = torch.compile(fwd)
+    step_fn = Stepper(model, cfg, normalizer, device, amp, steps_per_epoch * cfg.epochs, rank, world)
     caps_order, caps_start, caps_count = bundle.train.caption_index()
     gen = torch.Generator().manual_seed(cfg.seed)
     prior = bundle.prior.to(device) if bundle.prior is not None else None
@@ -222,30 +254,18 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
             idx = perm[step * global_bs:(step + 1) * global_bs][rank * local_bs:(rank + 1) * local_bs]
             pick = (torch.rand(len(idx), generator=gen) * caps_count[idx]).long()   # one caption per image
             cap = caps_order[caps_start[idx] + pick]
-            imgs = bundle.train.images[idx]
-            if cfg.augment:
-                imgs = augment(imgs, gen).contiguous()  # contiguous: one compiled graph for every rotation
-            imgs = normalizer(imgs.to(device, non_blocking=True))
-            if cfg.channels_last:
-                imgs = imgs.contiguous(memory_format=torch.channels_last)
-            toks = bundle.train.tokens[cap].to(device, non_blocking=True)
-            with torch.autocast(device_type=device.type, dtype=amp, enabled=amp is not None):
-                out = fwd(imgs, toks)
-                losses = loss_fn(out, prior[idx.to(device)] if prior is not None else None)
-            optim.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            optim.step()
-            sched.step()
-            with torch.no_grad():
-                model.clip.logit_scale.clamp_(0, math.log(100))
+            losses = step_fn(bundle.train.images[idx], bundle.train.tokens[cap],
+                             prior[idx.to(device)] if prior is not None else None, gen)
             for k in sums:
                 if k in losses:
-                    sums[k] += float(losses[k].detach())
+                    sums[k] += losses[k]   # on the device: no host sync per step
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         train_time = time.perf_counter() - t0
         val = encode_split(model, bundle.val, normalizer, cfg, device, amp).metrics()
-        row = {"epoch": epoch, "lr": sched.get_last_lr()[0], "train_s": round(train_time, 3),
+        row = {"epoch": epoch, "lr": step_fn.sched.get_last_lr()[0], "train_s": round(train_time, 3),
                "pairs_per_s": round(steps_per_epoch * global_bs / max(train_time, 1e-9), 1)}
-        row |= {f"loss_{k}": v / max(1, steps_per_epoch) for k, v in sums.items()}
+        row |= {f"loss_{k}": float(v) / max(1, steps_per_epoch) for k, v in sums.items()}
         row |= {f"val_{k}": v for k, v in val.items()}
         history.append(row)
         if rank == 0:
