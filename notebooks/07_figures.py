@@ -20,8 +20,9 @@
 #    captions, `clip` beside `osdpm`.
 # 3. **Embedding space** across training (start, middle, end): t-SNE and UMAP of the test image
 #    embeddings coloured by scene class, and the scene separation (silhouette) per stage.
-# 4. **Category priors** per scene class (the OSFCM prior).
-# 5. **Search**: a free-text query against the test gallery with the `osdpm` model.
+# 4. **Search**: a free-text query against the test gallery with the `osdpm` model.
+#
+# The category priors per scene class (the OSFCM prior) are drawn by notebook 02 (`02_prior_heatmap`).
 
 # %% tags=["parameters"]
 profile: str = "default"
@@ -38,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from osdpm_lib import cache, explain, figures, priors, profiles, tables
+from osdpm_lib import cache, explain, figures, profiles, tables
 from osdpm_lib.data import load
 from osdpm_lib.models import VARIANTS
 from osdpm_lib.train import load_trained
@@ -126,20 +127,7 @@ fig = figures.embedding_grid(frame, separation)
 figures.save(fig, out_dir, "07_embedding_space");
 
 # %% [markdown]
-# ## 4 · Category priors per scene class
-# Share of a scene's training images whose captions name each category (the caption-noun priors OSFCM
-# clusters on).
-
-# %%
-train_recs = ann.split("train")
-train_scenes = explain.scenes_for(train_recs, gt)
-prior = priors.image_priors(train_recs)
-by_scene = priors.top_categories_by_scene(prior, train_scenes, k=len(prior.categories))
-fig = figures.prior_heatmap(by_scene)
-figures.save(fig, out_dir, "07_category_priors");
-
-# %% [markdown]
-# ## 5 · Search the test gallery
+# ## 4 · Search the test gallery
 # The query is encoded with the `osdpm` model; the gallery is its stored test image embeddings. With
 # ground truth, a result is framed green when the image holds every object category the query names.
 
