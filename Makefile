@@ -30,8 +30,10 @@ wordnet: $(VENV)/.installed
 book: setup
 	$(PY) -m osdpm_lib.runner --profile default
 
+# The CI-size chain: trained afresh, without progress bars (their timings would differ between runs).
 book-ci: setup
-	$(PY) -m osdpm_lib.runner --profile ci
+	rm -rf runs/ci
+	TQDM_DISABLE=1 $(PY) -m osdpm_lib.runner --profile ci
 	cp results/ci/tables/ablation_runs.csv tests_book/expected_ci_metrics.csv
 	$(PY) -m osdpm_lib.bench --mode ci --out results/bench.md
 
@@ -41,7 +43,8 @@ unit: setup
 # nbval re-executes the stored CI-size notebooks in place and compares outputs (sanitised);
 # tests_book then checks the metrics they regenerated against stored values with a tolerance.
 nbval: setup
-	$(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg results/ci
+	rm -rf runs/ci
+	TQDM_DISABLE=1 $(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg results/ci
 	$(PY) -m pytest tests_book
 
 test: unit nbval

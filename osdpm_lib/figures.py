@@ -6,23 +6,22 @@ import textwrap
 import warnings
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
 
-def save(fig, out_dir, name: str) -> list[Path]:
-    """Write ``figures/<name>.png`` and ``.pdf`` under ``out_dir``; returns the paths."""
+def save(fig, out_dir, name: str) -> None:
+    """Write ``figures/<name>.png`` and ``.pdf`` under ``out_dir``.
+
+    Returns nothing, so that a notebook cell ending with it shows only the figure (nbval executes
+    cells without history, where IPython's trailing-``;`` suppression does not apply)."""
     d = Path(out_dir) / "figures"
     d.mkdir(parents=True, exist_ok=True)
     paths = [d / f"{name}.png", d / f"{name}.pdf"]
     fig.savefig(paths[0], dpi=120, bbox_inches="tight", metadata={"Software": None})
     fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None, "Creator": None, "Producer": None})
-    return paths
 
 
 def sample_grid(records, image_dir, n: int = 8, cols: int = 4, scenes: dict | None = None, seed: int = 0,

@@ -214,8 +214,9 @@ def test_retrieval_figures_return_figures(retrieval, tmp_path):
     fig2 = figures.retrieval_t2i_figure(enc, caps, ci, images, [0, 7], k=3)
     assert isinstance(fig2, matplotlib.figure.Figure)
     assert len(fig2.axes) == 2 * 2 * (1 + 3)
-    paths = figures.save(fig2, tmp_path, "t2i")
-    assert [p.name for p in paths] == ["t2i.png", "t2i.pdf"] and all(p.stat().st_size > 0 for p in paths)
+    assert figures.save(fig2, tmp_path, "t2i") is None
+    paths = [tmp_path / "figures" / "t2i.png", tmp_path / "figures" / "t2i.pdf"]
+    assert all(p.stat().st_size > 0 for p in paths)
 
 
 def test_example_indices_fixed():
