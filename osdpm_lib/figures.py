@@ -30,7 +30,7 @@ def sample_grid(records, image_dir, n: int = 8, cols: int = 4, scenes: dict | No
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(records), size=min(n, len(records)), replace=False)
     rows = int(np.ceil(len(pick) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.6 * rows))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 4.4 * rows))
     for ax in np.atleast_1d(axes).ravel():
         ax.axis("off")
     for ax, i in zip(np.atleast_1d(axes).ravel(), pick):
