@@ -22,13 +22,12 @@ data_dir: str = "../../data/embedded"
 out_dir: str = "."
 
 # %%
-import json
 from pathlib import Path
 
 import pandas as pd
 import seaborn as sns
 
-from osdpm_lib import data, figures, profiles, synth
+from osdpm_lib import data, explain, figures, profiles, synth
 
 prof = profiles.get(profile)
 data_path = Path(data_dir)
@@ -52,9 +51,9 @@ if stats is not None:
 table.round(3)
 
 # %%
-gt = json.loads((data_path / "ground_truth.json").read_text()) if (data_path / "ground_truth.json").exists() else {}
-scenes = {f: v["scene"] for f, v in gt.get("images", {}).items()}
-per_scene = pd.Series([scenes.get(r.filename, r.scene) or "unknown" for r in ann.images]).value_counts()
+gt = explain.load_ground_truth(data_path)     # None for a real dataset: scenes from the filenames then
+scenes = dict(zip((r.filename for r in ann.images), explain.scenes_for(ann.images, gt)))
+per_scene = pd.Series([s or "unknown" for s in scenes.values()]).value_counts()
 print(f"{len(per_scene)} scene classes; images per class: min {per_scene.min()}, max {per_scene.max()}")
 
 # %% [markdown]
@@ -71,7 +70,7 @@ figures.save(fig, out_dir, "01_samples");
 
 # %%
 if gt:
-    sizes = synth.object_sizes(data_path / "ground_truth.json")
+    sizes = synth.object_sizes(data_path / synth.GT_NAME)
     order = sizes.groupby("category")["size"].median().sort_values().index
     g = sns.catplot(data=sizes, y="category", x="size", order=order, kind="box", height=5, aspect=1.4,
                     fliersize=1)

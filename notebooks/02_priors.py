@@ -25,19 +25,16 @@ rsicd_dir: str = "../../../shared/data/rsicd"   # real RSICD annotations (text o
 threshold: float = 0.4
 
 # %%
-import json
 from pathlib import Path
 
 import seaborn as sns
 from IPython.display import display
 
-from osdpm_lib import data, figures, priors, tables
+from osdpm_lib import data, explain, figures, priors, tables
 
 ann = data.load(data_dir)
 train = ann.split("train")
-gt_path = Path(data_dir) / "ground_truth.json"
-gt = json.loads(gt_path.read_text())["images"] if gt_path.exists() else {}
-scenes = [gt[r.filename]["scene"] if r.filename in gt else r.scene for r in train]
+scenes = explain.scenes_for(train, explain.load_ground_truth(data_dir))
 pri = priors.cached_image_priors(train, Path(data_dir) / ".cache", threshold=threshold)
 pri.save(Path(out_dir) / "priors_train.npz")
 peak = pri.peakedness()

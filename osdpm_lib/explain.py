@@ -42,8 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from .models import visual_grid
-
-GT_NAME = "ground_truth.json"
+from .synth import GT_NAME
 
 
 # ------------------------------------------------------------------------------------------- maps
