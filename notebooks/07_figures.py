@@ -104,7 +104,7 @@ fig = figures.retrieval_i2t_figure(pair, captions, caption_image, images, exampl
 figures.save(fig, out_dir, "07_retrieval_image_to_text");
 
 # %%
-first = figures.first_captions(caption_image)
+first = explain.first_caption_index(caption_image)
 fig = figures.retrieval_t2i_figure(pair, captions, caption_image, images, [int(first[i]) for i in examples])
 figures.save(fig, out_dir, "07_retrieval_text_to_image");
 

@@ -58,7 +58,7 @@ from .cache import Normalizer, SplitTensors
 from .data import ImageRecord
 from .evaluate import Encoded, encode_images, encode_texts
 from .metrics import retrieval_metrics
-from .train import Bundle, Stepper, TrainConfig, build_model
+from .train import Bundle, Stepper, TrainConfig, autocast_dtype, build_model
 
 VARIANTS = ("clip", "osdpm")
 GOAL_RATIO = 0.9            # osdpm pairs/s >= 0.9 x clip pairs/s
@@ -131,8 +131,12 @@ def _resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _amp(precision: str):
-    return torch.bfloat16 if precision == "bf16" else None
+def _random_priors(n: int, gen: torch.Generator) -> torch.Tensor:
+    """Synthetic caption-noun priors: sparse rows, a quarter of the images naming no category."""
+    prior = torch.rand(n, len(lexicon.CATEGORY_NAMES), generator=gen)
+    prior[prior < 0.8] = 0.0
+    prior[torch.rand(n, generator=gen) < 0.25] = 0.0
+    return prior
 
 
 def _free(device: torch.device) -> None:
@@ -227,10 +231,7 @@ class _Trainer:
         g_dev = torch.Generator(device=device).manual_seed(seed)
         self.images = torch.empty((n, 3, s, s), dtype=torch.uint8, device=device).random_(0, 256, generator=g_dev)
         self.tokens = torch.randint(1, clip.vocab_size, (n, clip.context_length), generator=self.gen).to(device)
-        prior = torch.rand(n, len(lexicon.CATEGORY_NAMES), generator=self.gen)
-        prior[prior < 0.8] = 0.0
-        prior[torch.rand(n, generator=self.gen) < 0.25] = 0.0      # images naming no category
-        self.prior = prior.to(device) if variant == "osdpm" else None
+        self.prior = _random_priors(n, self.gen).to(device) if variant == "osdpm" else None
         self.n = n
 
     def step(self) -> dict:
@@ -385,12 +386,10 @@ def synthetic_bundle(n_train: int, n_val: int, n_test: int, image_size: int, con
         cap_img = torch.arange(n).repeat_interleave(captions_per_image)
         return SplitTensors(records, images, tokens, cap_img, [c for r in records for c in r.captions])
 
-    prior = torch.rand(n_train, len(lexicon.CATEGORY_NAMES), generator=g)
-    prior[prior < 0.8] = 0.0
-    prior[torch.rand(n_train, generator=g) < 0.25] = 0.0
+    prior = _random_priors(n_train, g)
     from open_clip import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
     return Bundle(split("train", n_train), split("val", n_val), split("test", n_test),
-                  Normalizer(OPENAI_DATASET_MEAN, OPENAI_DATASET_STD), prior, lexicon.CATEGORY_NAMES)
+                  Normalizer(OPENAI_DATASET_MEAN, OPENAI_DATASET_STD), prior)
 
 
 def _model_dims(model_name: str) -> tuple[int, int, int]:
@@ -639,7 +638,7 @@ def run_mode(mode: str, out=None, time_budget: float | None = None, threads: int
     if threads:
         torch.set_num_threads(threads)
     device = _resolve_device(cfg["device"])
-    amp = _amp(cfg["precision"])
+    amp = autocast_dtype(cfg["precision"], device)
     t_start = time.perf_counter()
 
     def left() -> float:

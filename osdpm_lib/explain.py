@@ -153,8 +153,8 @@ def first_caption_index(caption_image, n_images: int | None = None) -> np.ndarra
     ci = np.asarray(caption_image)
     n = (int(ci.max()) + 1 if len(ci) else 0) if n_images is None else int(n_images)
     first = np.full(n, -1, dtype=np.int64)
-    for j in range(len(ci) - 1, -1, -1):
-        first[ci[j]] = j
+    images, index = np.unique(ci, return_index=True)   # index: first occurrence of each image
+    first[images] = index
     return first
 
 

@@ -76,13 +76,6 @@ def example_indices(n: int, n_examples: int, seed: int = 0) -> list[int]:
     return sorted(int(i) for i in rng.choice(n, size=min(n_examples, n), replace=False))
 
 
-def first_captions(caption_image) -> np.ndarray:
-    """Per image, the index of its first caption (``caption_image``: caption -> image index)."""
-    from .explain import first_caption_index
-
-    return first_caption_index(caption_image)
-
-
 # ------------------------------------------------------------------------- Fig. 5: attention maps
 def attention_figure(images, columns: dict, boxes=None, row_titles=None, alpha: float = 0.5,
                      cmap: str = "jet", size: float = 1.9):

@@ -86,10 +86,14 @@ def resolve_device(cfg: TrainConfig) -> tuple[torch.device, torch.dtype | None]:
     if dev == "cuda" and dist.is_initialized():
         dev = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     device = torch.device(dev)
-    prec = cfg.precision
-    if prec == "auto":
-        prec = "bf16" if device.type == "cuda" else "fp32"
-    return device, (torch.bfloat16 if prec == "bf16" else None)
+    return device, autocast_dtype(cfg.precision, device)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """``"bf16"`` -> bfloat16 autocast, ``"fp32"`` -> none, ``"auto"`` -> bf16 on CUDA, fp32 elsewhere."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    return torch.bfloat16 if precision == "bf16" else None
 
 
 def cosine_with_warmup(total_steps: int, warmup_steps: int):
@@ -123,8 +127,7 @@ class Bundle:
     val: SplitTensors
     test: SplitTensors
     normalizer: Normalizer
-    prior: torch.Tensor | None    # [n_train, K] caption-noun category frequencies
-    categories: tuple[str, ...]
+    prior: torch.Tensor | None    # [n_train, K] caption-noun frequencies over lexicon.CATEGORY_NAMES
 
 
 def load_bundle(data_dir, tokenizer, preprocess: dict, with_priors: bool, prior_threshold: float = 0.4,
@@ -142,7 +145,7 @@ def load_bundle(data_dir, tokenizer, preprocess: dict, with_priors: bool, prior_
         pri = cached_image_priors(splits["train"].records, Path(cache_dir or data_dir / ".cache"), prior_threshold)
         prior = torch.from_numpy(np.asarray(pri.probs, dtype=np.float32))
     return Bundle(splits["train"], splits["val"], splits["test"],
-                  Normalizer(preprocess["mean"], preprocess["std"]), prior, lexicon.CATEGORY_NAMES)
+                  Normalizer(preprocess["mean"], preprocess["std"]), prior)
 
 
 def build_model(cfg: TrainConfig) -> tuple[OSDPM, object, dict]:

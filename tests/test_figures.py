@@ -104,7 +104,7 @@ def test_first_caption_features():
     texts = np.arange(10, dtype=np.float32).reshape(5, 2)
     ci = np.array([0, 0, 1, 2, 2])
     np.testing.assert_array_equal(explain.first_caption_features(texts, ci), texts[[0, 2, 3]])
-    np.testing.assert_array_equal(figures.first_captions(ci), [0, 2, 3])
+    np.testing.assert_array_equal(explain.first_caption_index(ci), [0, 2, 3])
     with pytest.raises(ValueError, match="without captions"):
         explain.first_caption_features(texts, ci, n_images=4)
 
