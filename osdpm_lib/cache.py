@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,36 +19,50 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from . import checkpoints
+from .data import AnnotationError
 
-def _decode(path: Path, size: int) -> np.ndarray:
+
+def _decode(path: Path, size: int, origin: str = "") -> np.ndarray:
     try:
         with Image.open(path) as im:
             im = im.convert("RGB")
             if im.size != (size, size):
                 im = im.resize((size, size), Image.BICUBIC)
             return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
-    except (OSError, ValueError) as e:
-        raise OSError(f"{path}: cannot read image ({e})") from e
+    except (OSError, ValueError, SyntaxError) as e:   # PIL: missing, truncated, not an image, unreadable
+        raise AnnotationError(f"{origin + ': ' if origin else ''}image {path}: cannot read ({e})") from e
 
 
 def image_cache(filenames: list[str], image_dir: Path, size: int, cache_dir: Path | None = None,
-                workers: int = 4, progress: bool = True) -> torch.Tensor:
-    """uint8 ``[N, 3, size, size]`` for ``filenames`` under ``image_dir``, cached on disk."""
+                workers: int = 4, progress: bool = True, origins: list[str] | None = None) -> torch.Tensor:
+    """uint8 ``[N, 3, size, size]`` for ``filenames`` under ``image_dir``, cached on disk.
+
+    A missing or unreadable image raises :class:`~osdpm_lib.data.AnnotationError` naming the image and the
+    annotation record (``origins``) it comes from; a corrupt cache file is rebuilt.
+    """
     image_dir = Path(image_dir)
-    stats = [(f, (st := (image_dir / f).stat()).st_size, st.st_mtime_ns) if (image_dir / f).exists() else (f, -1, -1)
+    origins = origins or [""] * len(filenames)
+    missing = [(o, f) for o, f in zip(origins, filenames) if not (image_dir / f).is_file()]
+    if missing:
+        shown = "; ".join(f"{o + ': ' if o else ''}{f}" for o, f in missing[:5])
+        raise AnnotationError(f"{len(missing)} of {len(filenames)} images missing under {image_dir}: {shown}"
+                              + (" ..." if len(missing) > 5 else ""))
+    stats = [(f, (st := (image_dir / f).stat()).st_size, st.st_mtime_ns)
              for f in filenames]  # a regenerated file changes size or mtime, and so the key
     key = hashlib.sha1(json.dumps([str(image_dir.resolve()), size, stats]).encode()).hexdigest()[:16]
     path = Path(cache_dir or image_dir.parent / ".cache") / f"images_{size}px_{key}.pt"
     if path.exists():
-        return torch.load(path, weights_only=True)
+        try:
+            return checkpoints.load(path)
+        except checkpoints.CheckpointError as exc:
+            warnings.warn(f"{exc}; rebuilding the image cache", stacklevel=2)
     with ThreadPoolExecutor(workers) as pool:
-        arrays = list(tqdm(pool.map(lambda f: _decode(image_dir / f, size), filenames), total=len(filenames),
-                           desc=f"decoding {image_dir.name}", disable=not progress, leave=False))
+        arrays = list(tqdm(pool.map(lambda fo: _decode(image_dir / fo[0], size, fo[1]), zip(filenames, origins)),
+                           total=len(filenames), desc=f"decoding {image_dir.name}", disable=not progress,
+                           leave=False))
     images = torch.from_numpy(np.stack(arrays)) if arrays else torch.zeros(0, 3, size, size, dtype=torch.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(images, tmp)
-    tmp.replace(path)  # atomic: a crash never leaves a half-written cache
+    checkpoints.save(images, path)   # atomic: a crash never leaves a half-written cache
     return images
 
 
@@ -63,7 +78,8 @@ class SplitTensors:
     def build(cls, records, image_dir, size: int, tokenizer, cache_dir=None) -> "SplitTensors":
         captions = [c for r in records for c in r.captions]
         caption_image = torch.tensor([i for i, r in enumerate(records) for _ in r.captions], dtype=torch.long)
-        images = image_cache([r.filename for r in records], image_dir, size, cache_dir)
+        images = image_cache([r.filename for r in records], image_dir, size, cache_dir,
+                             origins=[getattr(r, "origin", "") for r in records])
         tokens = tokenizer(captions) if captions else torch.zeros(0, 1, dtype=torch.long)
         return cls(list(records), images, tokens, caption_image, captions)
 

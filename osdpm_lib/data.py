@@ -32,7 +32,7 @@ import json
 import re
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -45,9 +45,9 @@ CAPTIONS_PER_IMAGE = 5  # grouping of AMFMN "grouped" (train) files
 _SCENE_RE = re.compile(r"([A-Za-z][A-Za-z_]*?)_\d+")
 _SPLIT_WORD_RE = re.compile(r"(?<![a-z])(train|val|test)(?![a-z])")
 
-# A reader returns the resolved source and (record, origin) pairs; origin ("FILE: line N" or
-# "FILE: record I") prefixes later errors about that record, e.g. a missing image.
-_Entries = list[tuple["ImageRecord", str]]
+# A reader returns the resolved source and the records; each record's origin ("FILE: line N" or
+# "FILE: record I") prefixes later errors about it, e.g. a missing or corrupt image.
+_Entries = list["ImageRecord"]
 
 
 class AnnotationError(ValueError):
@@ -60,12 +60,16 @@ class BlankCaptionWarning(UserWarning):
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One image: its file name (relative to the image folder), split, captions and scene class."""
+    """One image: its file name (relative to the image folder), split, captions and scene class.
+
+    ``origin`` says where the record was read ("FILE: line N" / "FILE: record I"), for error messages.
+    """
 
     filename: str
     split: str
     captions: tuple[str, ...]
     scene: str | None = None
+    origin: str = field(default="", compare=False)
 
 
 @dataclass
@@ -120,11 +124,24 @@ def _split_name(name: Any, where: str) -> str:
     return name
 
 
-def _read_json(path: Path) -> Any:
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text; unreadable files and non-UTF-8 bytes name the file and the line."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AnnotationError(f"{path}: cannot read: {exc}") from exc
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise AnnotationError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise AnnotationError(
+            f"{path}: line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "re-save the file as UTF-8"
+        ) from exc
+
+
+def _read_json(path: Path) -> Any:
+    text = _read_text(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -135,11 +152,9 @@ def _read_json(path: Path) -> Any:
 
 def _read_lines(path: Path) -> list[str]:
     """The file's lines, stripped; only newlines (\\n, \\r\\n, \\r) separate lines."""
-    try:
-        with path.open(encoding="utf-8-sig") as f:
-            return [line.strip() for line in f]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AnnotationError(f"{path}: cannot read: {exc}") from exc
+    text = _read_text(path)
+    lines = [line.strip() for line in re.split(r"\r\n|\r|\n", text)]
+    return lines[:-1] if text.endswith(("\n", "\r")) or not text else lines
 
 
 def _warn_blank(path: Path, unit: str, positions: list[int]) -> None:
@@ -171,8 +186,8 @@ def _require(item: Any, keys: tuple[str, ...], where: str) -> list[Any]:
     return [item[k] for k in keys]
 
 
-def _record(filename: str, split: str, captions: list[str]) -> ImageRecord:
-    return ImageRecord(filename, split, tuple(captions), scene_from_filename(filename))
+def _record(filename: str, split: str, captions: list[str], origin: str) -> ImageRecord:
+    return ImageRecord(filename, split, tuple(captions), scene_from_filename(filename), origin)
 
 
 # ---------------------------------------------------------------------------------------- readers
@@ -206,7 +221,7 @@ def _read_karpathy(path: Path) -> tuple[Path, _Entries]:
         if not all(captions):
             blank.append(i)
         _check_unique(seen, split, filename.strip(), where, f"record {i}")
-        entries.append((_record(filename.strip(), split, [c for c in captions if c]), where))
+        entries.append(_record(filename.strip(), split, [c for c in captions if c], where))
     _warn_blank(path, "record(s)", blank)
     return path, entries
 
@@ -227,7 +242,7 @@ def _read_amfmn(path: Path) -> tuple[Path, _Entries]:
     for split in present:
         caps_path, names_path = folder / f"{split}_caps.txt", folder / f"{split}_filename.txt"
         for p, other in ((caps_path, names_path), (names_path, caps_path)):
-            if not p.is_file():
+            if not p.exists():
                 raise AnnotationError(f"{p}: missing (needed with {other.name})")
         caps, names = _read_lines(caps_path), _read_lines(names_path)
         for n, name in enumerate(names, 1):
@@ -254,7 +269,7 @@ def _read_amfmn(path: Path) -> tuple[Path, _Entries]:
             _check_unique(seen, split, name, f"{names_path}: line {n}", f"line {n}")
             blank += [j for j in lines if not caps[j - 1]]
             captions = [caps[j - 1] for j in lines if caps[j - 1]]
-            entries.append((_record(name, split, captions), f"{names_path}: line {n}"))
+            entries.append(_record(name, split, captions, f"{names_path}: line {n}"))
         _warn_blank(caps_path, "line(s)", blank)
     return folder, entries
 
@@ -303,7 +318,7 @@ def _read_albef(path: Path) -> tuple[Path, _Entries]:
                 blank.append(i)
             groups.setdefault(image.strip(), ([], where))[0].extend(c for c in captions if c)
         _warn_blank(file, "record(s)", blank)
-        entries += [(_record(img, split, caps), where) for img, (caps, where) in groups.items()]
+        entries += [_record(img, split, caps, where) for img, (caps, where) in groups.items()]
     return path, entries
 
 
@@ -317,15 +332,15 @@ _READERS: dict[str, Callable[[Path], tuple[Path, _Entries]]] = {
 def _check_images(entries: _Entries, image_dir: Path) -> None:
     from PIL import Image
 
-    for rec, origin in entries:
+    for rec in entries:
         file = image_dir / rec.filename
         if not file.is_file():
-            raise AnnotationError(f"{origin}: image {file} not found")
+            raise AnnotationError(f"{rec.origin}: image {file} not found")
         try:
             with Image.open(file) as im:
                 im.verify()
         except Exception as exc:  # PIL raises several types for broken files
-            raise AnnotationError(f"{origin}: image {file} is unreadable: {exc}") from exc
+            raise AnnotationError(f"{rec.origin}: image {file} is unreadable: {exc}") from exc
 
 
 # ------------------------------------------------------------------------------------- public API
@@ -375,7 +390,7 @@ def load(
     if check_images:
         folder = path if path.is_dir() else path.parent
         _check_images(entries, Path(image_dir) if image_dir is not None else folder / "images")
-    return Annotations(fmt, source, [rec for rec, _ in entries])
+    return Annotations(fmt, source, entries)
 
 
 def main(argv: list[str] | None = None) -> int:

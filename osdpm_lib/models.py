@@ -24,17 +24,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import checkpoints
+
 CONFIG_DIR = Path(__file__).with_name("model_configs")
 open_clip.add_model_config(CONFIG_DIR)
 
 VARIANTS = ("clip", "clip+dapn", "osdpm")
+CHECKPOINT_SUFFIXES = {".pt", ".pth", ".bin", ".safetensors", ".ckpt"}
 
 
 def build_clip(name: str = "osdpm-tiny-vit", pretrained: str | None = None, **kwargs) -> nn.Module:
-    """An open_clip CLIP model (random init when ``pretrained`` is None)."""
-    if pretrained and Path(pretrained).suffix in {".pt", ".pth", ".bin", ".safetensors"}:
-        if not Path(pretrained).is_file():
-            raise FileNotFoundError(f"pretrained checkpoint not found: {pretrained}")
+    """An open_clip CLIP model (random init when ``pretrained`` is None).
+
+    A local checkpoint (``.pt``/``.pth``/``.bin``/``.safetensors`` or any existing file) is read through
+    :func:`osdpm_lib.checkpoints.load` first, so a pickle that could run code is refused; one that does not fit
+    the architecture raises :class:`~osdpm_lib.checkpoints.CheckpointError` naming the file.
+    """
+    if pretrained and (Path(pretrained).suffix in CHECKPOINT_SUFFIXES or Path(pretrained).is_file()):
+        checkpoints.load(pretrained)   # exists, is safe to unpickle, is not truncated
+        model = open_clip.create_model(name, pretrained=None, **kwargs)
+        try:
+            open_clip.load_checkpoint(model, str(pretrained), weights_only=True)
+        except (RuntimeError, KeyError, ValueError, AssertionError) as exc:   # open_clip asserts on some shapes
+            detail = " ".join(str(exc).split())[:600]
+            raise checkpoints.CheckpointError(
+                f"{pretrained}: does not fit open_clip model {name!r} (a checkpoint of another "
+                f"architecture?): {detail}") from exc
+        return model
     return open_clip.create_model(name, pretrained=pretrained or None, weights_only=True, **kwargs)
 
 

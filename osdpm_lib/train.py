@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from . import lexicon
+from . import checkpoints, lexicon
 from .cache import Normalizer, SplitTensors, augment
 from .data import load as load_annotations
 from .evaluate import Encoded, encode_images, encode_texts
@@ -37,6 +37,10 @@ from .losses import OSDPMLoss
 from .metrics import retrieval_metrics
 from .priors import cached_image_priors
 from .models import OSDPM, VARIANTS, build_clip, category_text_embeddings, preprocess_config, tokenizer_for
+
+
+# TrainConfig fields that change nothing in the numbers: not part of the run's identity.
+_NOT_IN_KEY = ("progress", "checkpoint_every")
 
 
 @dataclass
@@ -62,6 +66,7 @@ class TrainConfig:
     threads: int = 0                 # torch CPU threads (0 = torch default)
     eval_batch_size: int = 256
     progress: bool = True
+    checkpoint_every: int = 0        # also write last.pt every N steps (0: at the end of each epoch only)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -69,7 +74,7 @@ class TrainConfig:
             raise ValueError(f"unknown variant {self.variant!r}; choose one of {VARIANTS}")
 
     def key(self) -> str:
-        blob = json.dumps({k: v for k, v in dataclasses.asdict(self).items() if k != "progress"}, sort_keys=True)
+        blob = json.dumps({k: v for k, v in dataclasses.asdict(self).items() if k not in _NOT_IN_KEY}, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
@@ -213,14 +218,63 @@ class Stepper:
         return {k: v.detach() for k, v in losses.items()}
 
 
-def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reuse: bool = True) -> dict:
-    """Train one configuration; returns ``{"test": metrics, "best_epoch": e, "history": [...]}``."""
+class RunExistsError(RuntimeError):
+    """The run folder holds results of another configuration or data set; nothing was overwritten."""
+
+
+def data_key(bundle: Bundle) -> str:
+    """Identity of a data set as a run sees it: split, filename and captions of every image, image size."""
+    h = hashlib.sha1()
+    for split in (bundle.train, bundle.val, bundle.test):
+        h.update(json.dumps([[r.split, r.filename, list(r.captions)] for r in split.records]).encode())
+        h.update(str(tuple(split.images.shape[1:])).encode())
+    return h.hexdigest()[:12]
+
+
+def _claim(run_dir: Path, identity: dict, overwrite: bool) -> None:
+    """Refuse to reuse a folder holding another run, unless ``overwrite`` (then it is moved aside)."""
+    cfg_file = run_dir / "config.json"
+    if not cfg_file.exists():
+        leftovers = [p.name for p in run_dir.glob("*")] if run_dir.exists() else []
+        if leftovers and not overwrite:
+            raise RunExistsError(f"{run_dir}: not empty ({', '.join(sorted(leftovers)[:5])}) and not a run folder; "
+                                 "choose another folder or pass overwrite=True")
+    else:
+        old = json.loads(cfg_file.read_text())
+        if {k: old.get(k) for k in identity} == identity:
+            return
+        if not overwrite:
+            diff = {k: (old.get(k), v) for k, v in identity.items() if old.get(k) != v}
+            raise RunExistsError(
+                f"{run_dir} holds a run of another configuration or data set ({diff}: stored vs requested); "
+                "nothing was overwritten: choose another run folder, delete that one, or pass overwrite=True "
+                "(which moves it aside)")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        aside = run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir.rename(aside)
+        print(f"{run_dir}: earlier run moved to {aside}")
+
+
+def _resume_state(path: Path, identity: dict) -> dict | None:
+    if not path.exists():
+        return None
+    state = checkpoints.load(path)
+    if state.get("identity") != identity:
+        raise RunExistsError(f"{path}: a resume checkpoint of another configuration or data set "
+                             f"({state.get('identity')} vs {identity})")
+    return state
+
+
+def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reuse: bool = True,
+          overwrite: bool = False) -> dict:
+    """Train one configuration; returns ``{"test": metrics, "best_epoch": e, "history": [...]}``.
+
+    ``run_dir`` is tied to one configuration and data set: a finished run of the same is returned as it is
+    (``reuse``), an interrupted one resumes from ``last.pt`` (written atomically at the end of every epoch and
+    every ``cfg.checkpoint_every`` steps) and ends with the same numbers as an uninterrupted run; a folder holding
+    another run raises :class:`RunExistsError` unless ``overwrite`` (which moves it aside, never deletes it).
+    """
     run_dir = Path(run_dir)
-    done = run_dir / "test_metrics.json"
-    if reuse and done.exists():
-        saved = json.loads(done.read_text())
-        if saved.get("config_key") == cfg.key():
-            return saved
     rank, world = _rank_world()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -228,6 +282,16 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
     model, tokenizer, pre = build_model(cfg)
     if bundle is None:
         bundle = load_bundle(data_dir, tokenizer, pre, cfg.variant == "osdpm", cfg.prior_threshold)
+    identity = {"config_key": cfg.key(), "data_key": data_key(bundle)}
+    done = run_dir / "test_metrics.json"
+    if rank == 0:
+        _claim(run_dir, identity, overwrite)
+    if world > 1:
+        dist.barrier()
+    if reuse and done.exists():
+        saved = json.loads(done.read_text())
+        if {k: saved.get(k) for k in identity} == identity:
+            return saved
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -240,19 +304,45 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
     gen = torch.Generator().manual_seed(cfg.seed)
     prior = bundle.prior.to(device) if bundle.prior is not None else None
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if rank == 0:
-        (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg) | {"data_dir": str(data_dir)}, indent=2))
-    stages = {"start": encode_images(model, bundle.test.images, normalizer, cfg.eval_batch_size, device, amp)}
-    history, best = [], {"rsum": -1.0, "epoch": -1}
+    last = run_dir / "last.pt"
+    resume = _resume_state(last, identity) if reuse else None
+    if resume is None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if rank == 0:
+            checkpoints.write_text(run_dir / "config.json", json.dumps(
+                dataclasses.asdict(cfg) | {"data_dir": str(data_dir)} | identity, indent=2))
+        stages = {"start": encode_images(model, bundle.test.images, normalizer, cfg.eval_batch_size, device, amp)}
+        history, best, epoch0, step0, perm, sums = [], {"rsum": -1.0, "epoch": -1}, 1, 0, None, None
+    else:
+        checkpoints.load_into(model, resume["model"], last, f"model {cfg.model!r} ({cfg.variant})")
+        step_fn.optim.load_state_dict(resume["optim"])
+        step_fn.sched.load_state_dict(resume["sched"])
+        gen.set_state(resume["gen"])
+        torch.set_rng_state(resume["torch_rng"])
+        stages = {k: v.numpy() for k, v in resume["stages"].items()}
+        history, best, epoch0, step0 = resume["history"], resume["best"], resume["epoch"], resume["step"]
+        perm, sums = resume["perm"], resume["sums"]
+        if rank == 0:
+            print(f"{run_dir}: resuming at epoch {epoch0}, step {step0} of {steps_per_epoch}")
+
+    def checkpoint(epoch: int, step: int, perm, sums) -> None:
+        if rank == 0:
+            checkpoints.save({
+                "identity": identity, "model": model.state_dict(), "optim": step_fn.optim.state_dict(),
+                "sched": step_fn.sched.state_dict(), "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "stages": {k: torch.from_numpy(v) for k, v in stages.items()}, "history": history, "best": best,
+                "epoch": epoch, "step": step, "perm": perm,
+                "sums": None if sums is None else {k: float(v) for k, v in sums.items()}}, last)
+
     local_bs = global_bs // world
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(epoch0, cfg.epochs + 1):
         model.train()
-        perm = torch.randperm(n_train, generator=gen)
-        sums = {"total": 0.0, "contrastive": 0.0, "osfcm": 0.0}
+        if perm is None:
+            perm = torch.randperm(n_train, generator=gen)
+            sums = {"total": 0.0, "contrastive": 0.0, "osfcm": 0.0}
         t0 = time.perf_counter()
-        bar = tqdm(range(steps_per_epoch), desc=f"{cfg.variant} s{cfg.seed} epoch {epoch}/{cfg.epochs}",
-                   disable=not cfg.progress or rank != 0, leave=False)
+        bar = tqdm(range(step0, steps_per_epoch), desc=f"{cfg.variant} s{cfg.seed} epoch {epoch}/{cfg.epochs}",
+                   disable=not cfg.progress or rank != 0, leave=False, initial=step0, total=steps_per_epoch)
         for step in bar:
             idx = perm[step * global_bs:(step + 1) * global_bs][rank * local_bs:(rank + 1) * local_bs]
             pick = (torch.rand(len(idx), generator=gen) * caps_count[idx]).long()   # one caption per image
@@ -262,12 +352,14 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
             for k in sums:
                 if k in losses:
                     sums[k] += losses[k]   # on the device: no host sync per step
+            if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps_per_epoch:
+                checkpoint(epoch, step + 1, perm, sums)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_time = time.perf_counter() - t0
         val = encode_split(model, bundle.val, normalizer, cfg, device, amp).metrics()
         row = {"epoch": epoch, "lr": step_fn.sched.get_last_lr()[0], "train_s": round(train_time, 3),
-               "pairs_per_s": round(steps_per_epoch * global_bs / max(train_time, 1e-9), 1)}
+               "pairs_per_s": round((steps_per_epoch - step0) * global_bs / max(train_time, 1e-9), 1)}
         row |= {f"loss_{k}": float(v) / max(1, steps_per_epoch) for k, v in sums.items()}
         row |= {f"val_{k}": v for k, v in val.items()}
         history.append(row)
@@ -276,27 +368,33 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
         if val["rsum"] > best["rsum"]:
             best = {"rsum": val["rsum"], "epoch": epoch}
             if rank == 0:
-                torch.save({"model": model.state_dict(), "config": dataclasses.asdict(cfg), "epoch": epoch}, run_dir / "best.pt")
+                checkpoints.save({"model": model.state_dict(), "config": dataclasses.asdict(cfg), "epoch": epoch},
+                                 run_dir / "best.pt")
         if epoch == (cfg.epochs + 1) // 2:
             stages["mid"] = encode_images(model, bundle.test.images, normalizer, cfg.eval_batch_size, device, amp)
+        perm, sums, step0 = None, None, 0
+        checkpoint(epoch + 1, 0, None, None)
     stages["end"] = encode_images(model, bundle.test.images, normalizer, cfg.eval_batch_size, device, amp)
     if rank != 0:
         return {}
-    state = torch.load(run_dir / "best.pt", weights_only=True)
-    model.load_state_dict(state["model"])
+    checkpoints.load_into(model, checkpoints.load(run_dir / "best.pt")["model"], run_dir / "best.pt",
+                          f"model {cfg.model!r} ({cfg.variant})")
     enc = encode_split(model, bundle.test, normalizer, cfg, device, amp)   # the only test evaluation
     test = retrieval_metrics(enc.sims(), enc.caption_image)
-    np.savez_compressed(run_dir / "embeddings.npz", **stages)
-    np.savez_compressed(run_dir / "test_encoded.npz", images=enc.images, texts=enc.texts, caption_image=enc.caption_image)
-    result = {"test": test, "best_epoch": best["epoch"], "best_val_rsum": best["rsum"], "config_key": cfg.key(),
+    with checkpoints.atomic_path(run_dir / "embeddings.npz") as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **stages)
+    with checkpoints.atomic_path(run_dir / "test_encoded.npz") as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, images=enc.images, texts=enc.texts, caption_image=enc.caption_image)
+    result = {"test": test, "best_epoch": best["epoch"], "best_val_rsum": best["rsum"], **identity,
               "variant": cfg.variant, "seed": cfg.seed, "train_s": round(sum(h["train_s"] for h in history), 2)}
-    done.write_text(json.dumps(result, indent=2))
+    checkpoints.write_text(done, json.dumps(result, indent=2))
+    last.unlink(missing_ok=True)   # finished: best.pt and the results are what stays
     return result
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
-    """Per-epoch metrics, rewritten after every epoch (a long run can be watched)."""
-    with open(path, "w", newline="") as f:
+    """Per-epoch metrics, rewritten (atomically) after every epoch: a long run can be watched."""
+    with checkpoints.atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(history[0]))
         w.writeheader()
         w.writerows(history)
@@ -304,8 +402,9 @@ def _write_history(path: Path, history: list[dict]) -> None:
 
 def load_trained(run_dir, device="cpu") -> tuple[OSDPM, object, dict, TrainConfig]:
     """The selected model of a finished run, its tokenizer and preprocessing."""
-    state = torch.load(Path(run_dir) / "best.pt", weights_only=True, map_location=device)
+    path = Path(run_dir) / "best.pt"
+    state = checkpoints.load(path, map_location=device)
     cfg = TrainConfig(**state["config"])
     model, tokenizer, pre = build_model(cfg)
-    model.load_state_dict(state["model"])
+    checkpoints.load_into(model, state["model"], path, f"model {cfg.model!r} ({cfg.variant})")
     return model.to(device).eval(), tokenizer, pre, cfg

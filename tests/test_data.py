@@ -451,3 +451,73 @@ def test_real_rsicd_amfmn():
     assert ann.split("test")[0].filename == "airport_348.jpg"
     captions, index = ann.caption_image("test")
     assert len(captions) == 5465 and np.array_equal(np.bincount(index), np.full(1093, 5))
+
+
+# ------------------------------------------------------------------------- bad input: one clear error each
+def test_non_utf8_text_names_file_and_line(tmp_path):
+    write_amfmn(tmp_path, "train", [f"c{i}" for i in range(5)], ["a_1.jpg"])
+    caps = tmp_path / "train_caps.txt"
+    caps.write_bytes(b"c0\nc1\nbeach caf\xe9 .\nc3\nc4\n")            # latin-1, not UTF-8
+    with pytest.raises(AnnotationError, match=r"train_caps\.txt: line 3: not UTF-8 text \(byte 0xe9"):
+        load(tmp_path)
+    js = tmp_path / "k" / "dataset_k.json"
+    js.parent.mkdir()
+    js.write_bytes(b'{"images": [\n{"filename": "a.jpg",\n "split": "train", "sentences": [{"raw": "\xff"}]}]}')
+    with pytest.raises(AnnotationError, match=r"dataset_k\.json: line 3: not UTF-8"):
+        load(js.parent)
+
+
+def test_unreadable_path_names_the_file(tmp_path):
+    write_amfmn(tmp_path, "train", [f"c{i}" for i in range(5)], ["a_1.jpg"])
+    (tmp_path / "train_caps.txt").unlink()
+    (tmp_path / "train_caps.txt").mkdir()                         # a folder where a file should be
+    with pytest.raises(AnnotationError, match=r"train_caps\.txt: cannot read: Is a directory"):
+        load(tmp_path)
+
+
+def test_truncated_json_names_the_line(karpathy_dir):
+    path = karpathy_dir / "dataset_test.json"
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2])
+    with pytest.raises(AnnotationError, match=r"dataset_test\.json: malformed JSON at line \d+"):
+        load(karpathy_dir)
+
+
+def _split_tensors(ann, split, image_dir, cache_dir):
+    import torch
+
+    from osdpm_lib.cache import SplitTensors
+
+    def tokenizer(captions):
+        return torch.zeros(len(captions), 4, dtype=torch.long)
+
+    return SplitTensors.build(ann.split(split), image_dir, 8, tokenizer, cache_dir)
+
+
+def test_corrupt_or_missing_image_in_training_names_the_record(amfmn_dir, tmp_path):
+    imgs = amfmn_dir / "images"
+    for name in ("airport_1.jpg", "beach_2.jpg", "park_1.jpg", "00005.jpg"):
+        write_image(imgs / name)
+    good = (imgs / "00005.jpg").read_bytes()
+    (imgs / "00005.jpg").write_bytes(good[: len(good) // 2])          # truncated
+    with pytest.raises(AnnotationError, match=r"test_filename\.txt: line 3: image .*00005\.jpg is unreadable"):
+        load(amfmn_dir, check_images=True)
+    ann = load(amfmn_dir)                                              # without the check: caught when decoding
+    with pytest.raises(AnnotationError, match=r"test_filename\.txt: line 3: image .*00005\.jpg: cannot read"):
+        _split_tensors(ann, "test", imgs, tmp_path / "cache")
+    (imgs / "beach_2.jpg").unlink()
+    with pytest.raises(AnnotationError, match=r"1 of 2 images missing under .*train_filename\.txt: line 2: beach_2"):
+        _split_tensors(ann, "train", imgs, tmp_path / "cache")
+
+
+def test_corrupt_image_cache_is_rebuilt(amfmn_dir, tmp_path):
+    imgs = amfmn_dir / "images"
+    for name in ("airport_1.jpg", "beach_2.jpg"):
+        write_image(imgs / name)
+    ann = load(amfmn_dir)
+    first = _split_tensors(ann, "train", imgs, tmp_path)
+    (cached,) = tmp_path.glob("images_8px_*.pt")
+    cached.write_bytes(cached.read_bytes()[:50])
+    with pytest.warns(UserWarning, match="rebuilding the image cache"):
+        again = _split_tensors(ann, "train", imgs, tmp_path)
+    assert (again.images == first.images).all()

@@ -2,6 +2,7 @@ import open_clip
 import pytest
 import torch
 
+from osdpm_lib.checkpoints import CheckpointError
 from osdpm_lib.losses import OSDPMLoss, OSFCMLoss
 from osdpm_lib.models import DAPN, OSDPM, build_clip, category_text_embeddings, tokenizer_for, visual_grid
 
@@ -81,7 +82,7 @@ def test_local_checkpoint_is_loaded(tmp_path, tiny):
     loaded = build_clip("osdpm-tiny-vit", str(path))
     for (k, a), (_, b) in zip(clip.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), k
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(CheckpointError, match="missing.pt: no such checkpoint file"):
         build_clip("osdpm-tiny-vit", str(tmp_path / "missing.pt"))
 
 

@@ -64,15 +64,8 @@ def test_reloaded_model_reproduces_test_embeddings(run, data_dir):
     np.testing.assert_allclose(z, np.load(run_dir / "test_encoded.npz")["images"], atol=1e-5)
 
 
-def test_finished_run_is_reused_and_changed_config_retrains(run, data_dir):
+def test_finished_run_is_reused(run, data_dir):
     cfg, run_dir, res = run
     mtime = (run_dir / "best.pt").stat().st_mtime_ns
     assert train(cfg, data_dir, run_dir) == res
     assert (run_dir / "best.pt").stat().st_mtime_ns == mtime
-
-
-def test_same_seed_same_result(data_dir, tmp_path):
-    cfg = profiles.train_config("ci", "clip", 1, epochs=1, batch_size=16, progress=False)
-    a = train(cfg, data_dir, tmp_path / "a")
-    b = train(cfg, data_dir, tmp_path / "b")
-    assert a["test"] == b["test"]
