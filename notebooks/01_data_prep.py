@@ -13,21 +13,25 @@
 #
 # Builds (embedded benchmark) or validates (a real dataset folder: RSICD, RSITMD, UCM in Karpathy json,
 # AMFMN text or ALBEF json) the dataset of this chain, and shows it: split sizes, caption statistics
-# next to RSICD's, sample images with their captions, and the object-size distribution.
+# next to RSICD's, sample images with their captions, the object-size distribution, and an audit of the
+# dataset (duplicate captions, class balance, overlap between splits and with a second dataset).
 
 # %% tags=["parameters"]
 dataset: str = "embedded"      # "embedded" or the path of a real dataset folder
 profile: str = "default"       # key of osdpm_lib.profiles.PROFILES
 data_dir: str = "../../data/embedded"
 out_dir: str = "."
+rsicd_dir: str = "../../../shared/data/rsicd"   # real RSICD annotations (text only), if present
+compare_dir: str = ""  # a second dataset folder to audit the overlap with (e.g. RSITMD next to RSICD)
 
 # %%
 from pathlib import Path
 
 import pandas as pd
 import seaborn as sns
+from IPython.display import display
 
-from osdpm_lib import data, explain, figures, profiles, synth
+from osdpm_lib import audit, data, explain, figures, profiles, synth
 
 prof = profiles.get(profile)
 data_path = Path(data_dir)
@@ -76,3 +80,63 @@ if gt:
                     fliersize=1)
     g.set_axis_labels("box side / image side", "")
     figures.save(g.figure, out_dir, "01_object_sizes");
+
+# %% [markdown]
+# ## Dataset audit
+# From `osdpm_lib/audit.py` (also a command line: `python -m osdpm_lib.audit PATH [--against PATH2]
+# [--images DIR] [--against-images DIR2]`).  Captions are compared after a light normalisation: lower
+# case, whitespace collapsed, trailing punctuation stripped.  Caption lengths are in words (Karpathy
+# tokens) per caption.
+
+# %%
+audit.caption_lengths(ann).round(2)
+
+# %% [markdown]
+# Duplicate captions.  Within an image: images holding a caption twice or more, and the repeated caption
+# slots (captions minus distinct captions).  Across images: distinct captions found in two or more images
+# of the split (`all`: of the whole dataset, train/test leakage included).
+
+# %%
+audit.duplicates(ann)
+
+# %% [markdown]
+# Class balance: images per scene class and split.
+
+# %%
+audit.class_balance(ann, explain.scenes_for(ann.images, gt))
+
+# %% [markdown]
+# ### Overlap between the splits
+# Shared filenames, shared (normalised) captions with the fraction of each side's distinct captions, and
+# near-duplicate images: 64-bit perceptual hashes (`imagehash.phash`) at most `audit.MAX_DISTANCE` bits
+# apart.
+
+# %%
+image_dir = data_path / "images"
+audit.split_overlap(ann, image_dir, progress=False, digits=4)
+
+# %% [markdown]
+# ### Overlap with a second dataset
+# Set `compare_dir` to a second dataset folder (RSICD and RSITMD are known to share images and captions);
+# images are compared by perceptual hash when both folders have `images/`.
+
+# %%
+if compare_dir:
+    res = audit.overlap(ann, data.load(compare_dir), image_dir, Path(compare_dir) / "images", progress=False)
+    display(audit.overlap_table(res, digits=4).rename(columns={"value": f"a: this, b: {Path(compare_dir).name}"}))
+    if res["pairs"] is not None:
+        display(res["pairs"].head(20))
+else:
+    print("compare_dir not set: no second dataset to compare with")
+
+# %% [markdown]
+# ### RSICD: duplicates and train/test overlap
+# The real RSICD annotations (captions only, no images), when present.
+
+# %%
+if Path(rsicd_dir).exists():
+    rsicd_ann = data.load(rsicd_dir)
+    display(audit.duplicates(rsicd_ann))
+    display(audit.split_overlap(rsicd_ann, progress=False, digits=4))
+else:
+    print("RSICD annotations not found: skipped")

@@ -1942,13 +1942,16 @@ def caption_stats(json_path: str | Path) -> dict:
         lengths += [len(s["tokens"]) for s in im["sentences"]]
     train = [s["raw"] for im in data["images"] if im["split"] == "train" for s in im["sentences"]]
     n_caps = len(raws)
+    from osdpm_lib.audit import length_stats  # lazy: audit imports pandas
+
+    words = length_stats(lengths)
     return {
         "n_images": len(data["images"]),
         "n_captions": n_caps,
         "captions_per_image": n_caps / max(1, len(data["images"])),
-        "mean_words": float(np.mean(lengths)) if lengths else 0.0,
-        "min_words": int(min(lengths)) if lengths else 0,
-        "max_words": int(max(lengths)) if lengths else 0,
+        "mean_words": words["mean"],
+        "min_words": words["min"],
+        "max_words": words["max"],
         "unique_captions": len(set(raws)),
         "unique_ratio": len(set(raws)) / max(1, n_caps),
         "train_unique_ratio": len(set(train)) / max(1, len(train)),
