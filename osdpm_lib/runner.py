@@ -8,6 +8,8 @@ to it, so that the stored notebook re-executes unchanged (nbval) from where it l
     python -m osdpm_lib.runner --profile ci --name ci  # small, for CI
     python -m osdpm_lib.runner --batch sets.yml        # one chain per parameter set
     python -m osdpm_lib.runner --only 04_evaluate      # rerun some notebooks of a chain
+    python -m osdpm_lib.runner --dataset data/rsicd --name rsicd_vitb32 --profile finetune \
+        --model ViT-B-32 --pretrained openai           # a real data set, a pretrained backbone (GPU)
 """
 
 from __future__ import annotations
@@ -37,20 +39,23 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
 
 
 def chain_parameters(name: str, profile: str, dataset: str = "embedded", results_root: Path = ROOT / "results",
-                     **extra) -> tuple[Path, dict]:
+                     runs_root: Path = ROOT / "runs", **extra) -> tuple[Path, dict]:
     """The results folder of a chain and the parameters (relative to that folder) every notebook gets."""
     out = Path(results_root) / name
     rel = lambda p: os.path.relpath(Path(p).resolve(), out.resolve())  # noqa: E731
     data_dir = ROOT / "data" / name if dataset == "embedded" else Path(dataset)
     params = {"dataset": dataset, "profile": profile, "data_dir": rel(data_dir), "out_dir": ".",
-              "runs_dir": rel(ROOT / "runs" / name), "rsicd_dir": rel(ROOT.parent / "shared" / "data" / "rsicd")}
+              "runs_dir": rel(Path(runs_root) / name), "rsicd_dir": rel(ROOT.parent / "shared" / "data" / "rsicd")}
+    for key in ("pretrained",):          # a local checkpoint path: relative to the results folder too
+        if extra.get(key) and Path(extra[key]).exists():
+            extra[key] = rel(extra[key])
     params.update(extra)
     return out, params
 
 
 def run_chain(name: str, profile: str = "default", dataset: str = "embedded", only: list[str] | None = None,
-              results_root: Path = ROOT / "results", log=print, **extra) -> list[Path]:
-    out, params = chain_parameters(name, profile, dataset, results_root, **extra)
+              results_root: Path = ROOT / "results", log=print, runs_root: Path = ROOT / "runs", **extra) -> list[Path]:
+    out, params = chain_parameters(name, profile, dataset, results_root, runs_root, **extra)
     out.mkdir(parents=True, exist_ok=True)
     done = []
     for src in notebooks(only):
@@ -81,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default=None, help="results folder name (default: embedded, or the profile when not default)")
     ap.add_argument("--dataset", default="embedded", help="'embedded' or the path of a real dataset folder")
     ap.add_argument("--only", nargs="*", help="notebook name prefixes to run (default: all)")
+    ap.add_argument("--model", help="open_clip model name, e.g. ViT-B-32 (default: the notebooks' osdpm-tiny-vit)")
+    ap.add_argument("--pretrained", help="open_clip pretrained tag (openai, ...) or a local checkpoint "
+                                         "(.pt/.safetensors: RemoteCLIP, GeoRSCLIP)")
     ap.add_argument("--batch", type=Path, help="YAML list of parameter sets; each needs 'name', may set profile, dataset, "
                                                "model, pretrained, ...")
     args = ap.parse_args(argv)
@@ -94,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             run_chain(s.pop("name"), s.pop("profile", args.profile), s.pop("dataset", args.dataset), args.only, **s)
     else:
         name = args.name or ("embedded" if args.profile == "default" else args.profile)
-        run_chain(name, args.profile, args.dataset, args.only)
+        extra = {k: v for k, v in (("model", args.model), ("pretrained", args.pretrained)) if v}
+        run_chain(name, args.profile, args.dataset, args.only, **extra)
     print(f"book finished in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return 0
 

@@ -81,7 +81,9 @@ def test_killed_process_resumes_to_the_same_numbers(data_dir, reference, tmp_pat
     """A real SIGKILL of a training process, wherever it lands after the first checkpoint."""
     ref_dir, _ = reference
     run_dir = tmp_path / "run"
-    script = (f"from osdpm_lib import profiles; from osdpm_lib.train import train\n"
+    # the same number of CPU threads as this process: float sums (and so the weights) depend on it
+    script = (f"import torch; torch.set_num_threads({torch.get_num_threads()})\n"
+              f"from osdpm_lib import profiles; from osdpm_lib.train import train\n"
               f"cfg = profiles.train_config('ci', 'osdpm', 0, epochs=3, batch_size=16, progress=False, "
               f"checkpoint_every=1)\ntrain(cfg, {str(data_dir)!r}, {str(run_dir)!r})\n")
     env = os.environ | {"HF_HUB_OFFLINE": "1"}
