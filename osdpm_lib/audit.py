@@ -135,9 +135,8 @@ def phash(ann: Annotations, image_dir: str | Path, progress: bool = True) -> tup
             with Image.open(file) as im:
                 bits = imagehash.phash(im).hash.reshape(-1)
         except Exception as exc:  # PIL raises several types for missing or broken files
-            raise AnnotationError(
-                f"image {file} (record {r.filename!r}, split {r.split!r}) cannot be read: {exc}"
-            ) from exc
+            where = r.origin or f"record {r.filename!r}, split {r.split!r}"
+            raise AnnotationError(f"{where}: image {file} cannot be read: {exc}") from exc
         out[i] = np.packbits(bits).view(">u8")[0]
     return [r.filename for r in recs], out
 
@@ -187,14 +186,20 @@ def overlap(a: Annotations, b: Annotations, image_dir_a: str | Path | None = Non
     dirs = [image_dir_a, image_dir_b]
     if all(d is not None and Path(d).is_dir() for d in dirs):
         (names_a, ha), (names_b, hb) = (phash(x, d, progress) for x, d in zip((a, b), dirs))
-        ijd = hamming_pairs(ha, hb, max_distance)
-        pairs = pd.DataFrame({"filename a": np.array(names_a, dtype=object)[ijd[:, 0]],
-                              "filename b": np.array(names_b, dtype=object)[ijd[:, 1]],
-                              "distance": ijd[:, 2]})
-        res["pairs"] = pairs.sort_values(["distance", "filename a", "filename b"], ignore_index=True)
-        res["images a matched"] = int(np.unique(ijd[:, 0]).size)
-        res["images b matched"] = int(np.unique(ijd[:, 1]).size)
+        res.update(_image_matches(names_a, ha, names_b, hb, max_distance))
     return res
+
+
+def _image_matches(names_a: list[str], ha: np.ndarray, names_b: list[str], hb: np.ndarray,
+                   max_distance: int) -> dict:
+    """``pairs`` (near-duplicate images, sorted) and ``images a/b matched`` from two sides' hashes."""
+    ijd = hamming_pairs(ha, hb, max_distance)
+    pairs = pd.DataFrame({"filename a": np.array(names_a, dtype=object)[ijd[:, 0]],
+                          "filename b": np.array(names_b, dtype=object)[ijd[:, 1]],
+                          "distance": ijd[:, 2]})
+    return {"pairs": pairs.sort_values(["distance", "filename a", "filename b"], ignore_index=True),
+            "images a matched": int(np.unique(ijd[:, 0]).size),
+            "images b matched": int(np.unique(ijd[:, 1]).size)}
 
 
 def overlap_table(res: dict, digits: int | None = None) -> pd.DataFrame:
@@ -207,11 +212,23 @@ def overlap_table(res: dict, digits: int | None = None) -> pd.DataFrame:
 
 def split_overlap(ann: Annotations, image_dir: str | Path | None = None, max_distance: int = MAX_DISTANCE,
                   progress: bool = True, digits: int | None = None) -> pd.DataFrame:
-    """:func:`overlap_table` between every two non-empty splits: one column per pair (``train/test`` ...)."""
-    pairs = combinations(list(ann.splits()), 2)
-    return pd.concat({f"{x}/{y}": overlap_table(overlap(split_of(ann, x), split_of(ann, y), image_dir, image_dir,
-                                                        max_distance, progress), digits)["value"]
-                      for x, y in pairs}, axis=1)
+    """:func:`overlap_table` between every two non-empty splits: one column per pair (``train/test`` ...).
+
+    Each image is hashed once (not once per pair it is in)."""
+    hashes = None
+    if image_dir is not None and Path(image_dir).is_dir():
+        hashes = dict(zip(*phash(ann, image_dir, progress)))
+    columns = {}
+    for x, y in combinations(list(ann.splits()), 2):
+        a, b = split_of(ann, x), split_of(ann, y)
+        res = overlap(a, b, max_distance=max_distance)
+        if hashes is not None:
+            names_a, names_b = (list(dict.fromkeys(r.filename for r in s.images)) for s in (a, b))
+            res.update(_image_matches(names_a, np.array([hashes[f] for f in names_a], dtype=np.uint64),
+                                      names_b, np.array([hashes[f] for f in names_b], dtype=np.uint64),
+                                      max_distance))
+        columns[f"{x}/{y}"] = overlap_table(res, digits)["value"]
+    return pd.concat(columns, axis=1)
 
 
 def main(argv: list[str] | None = None) -> int:
