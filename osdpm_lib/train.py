@@ -5,7 +5,9 @@ variants ``clip``, ``clip+dapn``, ``osdpm``; selects the epoch on **validation R
 test split **once** with the selected weights, and writes to ``run_dir``:
 ``config.json`` (resolved), ``metrics.csv`` (per epoch), ``best.pt``, ``test_metrics.json``,
 ``embeddings.npz`` (test image embeddings at the start, middle and end of training, for figures) and
-``test_encoded.npz`` (the selected model's test embeddings).
+``test_encoded.npz`` (the selected model's test embeddings); while it runs, ``last.pt`` (everything needed to
+resume exactly).  Every file is written atomically; a folder belongs to one configuration and data set
+(``config_key``, ``data_key``) and is never silently overwritten.
 
 Runs under ``torchrun`` too: each rank takes its slice of every global batch, DDP averages gradients
 and the contrastive loss is computed over features gathered from all ranks.
