@@ -1,0 +1,55 @@
+"""The chain runner's parameters: paths relative to the results folder, model and checkpoint plumbing."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from osdpm_lib import runner
+
+
+def test_paths_are_relative_to_the_results_folder(tmp_path):
+    ckpt = tmp_path / "ckpt" / "RemoteCLIP-ViT-B-32.pt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"")
+    data = tmp_path / "data" / "rsicd"
+    out, params = runner.chain_parameters("rsicd", "finetune", str(data), results_root=tmp_path / "results",
+                                          runs_root=tmp_path / "runs", model="ViT-B-32", pretrained=str(ckpt))
+    assert out == tmp_path / "results" / "rsicd"
+    for key, target in (("data_dir", data), ("runs_dir", tmp_path / "runs" / "rsicd"), ("pretrained", ckpt)):
+        assert not os.path.isabs(params[key]), key
+        assert (out / params[key]).resolve() == target.resolve(), key
+    assert params["model"] == "ViT-B-32" and params["profile"] == "finetune" and params["out_dir"] == "."
+
+
+def test_pretrained_tag_is_passed_as_it_is(tmp_path):
+    _, params = runner.chain_parameters("x", "finetune", results_root=tmp_path, pretrained="openai")
+    assert params["pretrained"] == "openai"
+    assert params["dataset"] == "embedded"
+    assert Path(params["data_dir"]).name == "x"
+
+
+def test_cli_passes_model_and_pretrained(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(runner, "run_chain", lambda *a, **kw: seen.update(args=a, kw=kw))
+    runner.main(["--dataset", "data/rsicd", "--name", "r", "--profile", "finetune",
+                 "--model", "ViT-B-32", "--pretrained", "openai"])
+    assert seen["args"] == ("r", "finetune", "data/rsicd", None)
+    assert seen["kw"] == {"model": "ViT-B-32", "pretrained": "openai"}
+    runner.main(["--profile", "ci"])
+    assert seen["args"] == ("ci", "ci", "embedded", None) and seen["kw"] == {}
+
+
+def test_batch_file_must_be_a_list_of_named_sets(tmp_path):
+    bad = tmp_path / "sets.yml"
+    bad.write_text("name: only-one\n")
+    with pytest.raises(SystemExit, match="expected a YAML list"):
+        runner.main(["--batch", str(bad)])
+
+
+def test_finetune_profile_is_a_small_learning_rate():
+    from osdpm_lib import profiles
+
+    cfg = profiles.train_config("finetune", "osdpm", 1, model="ViT-B-32", pretrained="openai")
+    assert (cfg.model, cfg.pretrained, cfg.seed, cfg.variant) == ("ViT-B-32", "openai", 1, "osdpm")
+    assert cfg.lr <= 1e-5 < cfg.module_lr and cfg.batch_size == 128
