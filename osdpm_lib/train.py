@@ -138,9 +138,10 @@ class Bundle:
 
 
 def load_bundle(data_dir, tokenizer, preprocess: dict, with_priors: bool, prior_threshold: float = 0.4,
-                image_dir=None, cache_dir=None) -> Bundle:
+                image_dir=None, cache_dir=None, ann=None) -> Bundle:
+    """The split tensors and priors of the data set at ``data_dir`` (``ann``: its annotations, if read already)."""
     data_dir = Path(data_dir)
-    ann = load_annotations(data_dir)
+    ann = ann if ann is not None else load_annotations(data_dir)
     image_dir = Path(image_dir) if image_dir else data_dir / "images"
     size = preprocess["image_size"]
     splits = {s: SplitTensors.build(ann.split(s), image_dir, size, tokenizer, cache_dir) for s in ("train", "val", "test")}
@@ -224,12 +225,15 @@ class RunExistsError(RuntimeError):
     """The run folder holds results of another configuration or data set; nothing was overwritten."""
 
 
-def data_key(bundle: Bundle) -> str:
-    """Identity of a data set as a run sees it: split, filename and captions of every image, image size."""
+def data_key(records_by_split, image_dir=None) -> str:
+    """Identity of a data set as a run sees it: split, filename and captions of every image, and with
+    ``image_dir`` each image file's size (a regenerated or replaced image set changes it).  Cheap: no image is read."""
     h = hashlib.sha1()
-    for split in (bundle.train, bundle.val, bundle.test):
-        h.update(json.dumps([[r.split, r.filename, list(r.captions)] for r in split.records]).encode())
-        h.update(str(tuple(split.images.shape[1:])).encode())
+    for records in records_by_split:
+        rows = [[r.split, r.filename, list(r.captions)] for r in records]
+        if image_dir is not None:
+            rows = [row + [f.stat().st_size if (f := Path(image_dir) / row[1]).is_file() else -1] for row in rows]
+        h.update(json.dumps(rows).encode())
     return h.hexdigest()[:12]
 
 
@@ -280,20 +284,25 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
     rank, world = _rank_world()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device, amp = resolve_device(cfg)
-    model, tokenizer, pre = build_model(cfg)
     if bundle is None:
-        bundle = load_bundle(data_dir, tokenizer, pre, cfg.variant == "osdpm", cfg.prior_threshold)
-    identity = {"config_key": cfg.key(), "data_key": data_key(bundle)}
+        ann = load_annotations(data_dir)
+        key = data_key([ann.split(s) for s in ("train", "val", "test")], Path(data_dir) / "images")
+    else:
+        key = data_key([bundle.train.records, bundle.val.records, bundle.test.records])
+    identity = {"config_key": cfg.key(), "data_key": key}
     done = run_dir / "test_metrics.json"
     if rank == 0:
         _claim(run_dir, identity, overwrite)
     if world > 1:
         dist.barrier()
-    if reuse and done.exists():
+    if reuse and done.exists():   # finished: returned before any model or image is loaded
         saved = json.loads(done.read_text())
         if {k: saved.get(k) for k in identity} == identity:
             return saved
+    device, amp = resolve_device(cfg)
+    model, tokenizer, pre = build_model(cfg)
+    if bundle is None:
+        bundle = load_bundle(data_dir, tokenizer, pre, cfg.variant == "osdpm", cfg.prior_threshold, ann=ann)
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)

@@ -3,6 +3,7 @@ atomically, a run folder is never silently overwritten, and the same seed gives 
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from osdpm_lib import checkpoints, profiles, synth
 from osdpm_lib import train as train_mod
@@ -115,6 +117,12 @@ def test_other_configuration_never_overwrites(data_dir, reference, tmp_path):
     synth.generate(other, n_images=150, seed=4)
     with pytest.raises(RunExistsError, match="data_key"):
         train(config(), other, ref_dir)
+    changed = tmp_path / "changed_images"                   # same annotations, one image file replaced
+    shutil.copytree(data_dir, changed, ignore=shutil.ignore_patterns(".cache"))
+    first = sorted((changed / "images").iterdir())[0]
+    Image.open(first).convert("RGB").rotate(90).save(first, quality=50)
+    with pytest.raises(RunExistsError, match="data_key"):
+        train(config(), changed, ref_dir)
     assert {p.name: p.read_bytes() for p in ref_dir.iterdir()} == before
     assert train(config(), data_dir, ref_dir) == ref        # the same configuration is reused as it is
 
