@@ -79,7 +79,7 @@ class SplitTensors:
         captions = [c for r in records for c in r.captions]
         caption_image = torch.tensor([i for i, r in enumerate(records) for _ in r.captions], dtype=torch.long)
         images = image_cache([r.filename for r in records], image_dir, size, cache_dir,
-                             origins=[getattr(r, "origin", "") for r in records])
+                             origins=[r.origin for r in records])
         tokens = tokenizer(captions) if captions else torch.zeros(0, 1, dtype=torch.long)
         return cls(list(records), images, tokens, caption_image, captions)
 

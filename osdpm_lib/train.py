@@ -325,7 +325,7 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
         stages = {"start": encode_images(model, bundle.test.images, normalizer, cfg.eval_batch_size, device, amp)}
         history, best, epoch0, step0, perm, sums = [], {"rsum": -1.0, "epoch": -1}, 1, 0, None, None
     else:
-        checkpoints.load_into(model, resume["model"], last, f"model {cfg.model!r} ({cfg.variant})")
+        checkpoints.load_into(model, resume["model"], last, _model_label(cfg))
         step_fn.optim.load_state_dict(resume["optim"])
         step_fn.sched.load_state_dict(resume["sched"])
         gen.set_state(resume["gen"])
@@ -389,7 +389,7 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
     if rank != 0:
         return {}
     checkpoints.load_into(model, checkpoints.load(run_dir / "best.pt")["model"], run_dir / "best.pt",
-                          f"model {cfg.model!r} ({cfg.variant})")
+                          _model_label(cfg))
     enc = encode_split(model, bundle.test, normalizer, cfg, device, amp)   # the only test evaluation
     test = retrieval_metrics(enc.sims(), enc.caption_image)
     with checkpoints.atomic_path(run_dir / "embeddings.npz") as tmp, open(tmp, "wb") as f:
@@ -411,11 +411,16 @@ def _write_history(path: Path, history: list[dict]) -> None:
         w.writerows(history)
 
 
+def _model_label(cfg: TrainConfig) -> str:
+    """How checkpoint errors name the model a state dict must fit."""
+    return f"model {cfg.model!r} ({cfg.variant})"
+
+
 def load_trained(run_dir, device="cpu") -> tuple[OSDPM, object, dict, TrainConfig]:
     """The selected model of a finished run, its tokenizer and preprocessing."""
     path = Path(run_dir) / "best.pt"
     state = checkpoints.load(path, map_location=device)
     cfg = TrainConfig(**state["config"])
     model, tokenizer, pre = build_model(cfg)
-    checkpoints.load_into(model, state["model"], path, f"model {cfg.model!r} ({cfg.variant})")
+    checkpoints.load_into(model, state["model"], path, _model_label(cfg))
     return model.to(device).eval(), tokenizer, pre, cfg
