@@ -1,15 +1,23 @@
 """The retrieval evaluation protocol (hand-written: torchmetrics' retrieval recall ignores scores <= 0).
 
 ``sims[i, j]`` scores image ``i`` against caption ``j``; ``caption_image[j]`` is caption ``j``'s image.
+Scores are compared in float32 (lower-precision inputs such as bf16 are upcast first).
 
 * image->text: image ``i`` is a hit at K if any of its captions ranks within its top K among all
-  captions.  The rank of the best own caption is the number of *wrong* captions scored >= it
-  (ties with a wrong caption count against the hit); ties among an image's own captions do not
-  matter, since only the best own caption is ranked.
-* text->image: caption ``j`` ranks its own image among all images; its rank is the number of wrong
-  images scored >= the own image.
+  captions.  With ``s*`` its best own score, ``g`` wrong captions score above ``s*``, ``t`` wrong
+  captions tie it and ``m`` own captions tie it.
+* text->image: caption ``j`` ranks its own image among all images: ``g`` and ``t`` count wrong
+  images above and tied with the own image's score, ``m = 1``.
 
-All results are percentages; ``rsum`` is the sum of the six recalls and ``mr`` their mean.
+Tie rules (``ties=``, described for tables in :data:`TIE_RULES`):
+
+* ``"expected"`` (default): the expected hit under uniformly random tie-breaking,
+  ``hit@K = 0 if K <= g else 1 - C(t, K-g) / C(t+m, K-g)`` (``C(t, j) = 0`` for ``j > t``).
+  Without ties this is plain ranking.
+* ``"strict"``: a tie with a wrong item counts against the hit: ``hit@K = [g + t < K]``.
+
+:func:`hits` gives per-query hit probabilities; :func:`retrieval_metrics` averages them into
+percentages; ``rsum`` is the sum of the six recalls and ``mr`` their mean.
 """
 
 from __future__ import annotations
@@ -18,16 +26,54 @@ import numpy as np
 
 KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum", "mr")
 KS = (1, 5, 10)
+TIE_RULES = {
+    "expected": "ties broken uniformly at random (expected value); no ties = plain ranking",
+    "strict": "a tie with a wrong item counts as a miss (pessimistic); no ties = plain ranking",
+}
 
 
 def _as_numpy(sims) -> np.ndarray:
-    if hasattr(sims, "detach"):  # torch tensor
+    if hasattr(sims, "detach"):  # torch tensor (bf16/fp16 upcast before any comparison)
         sims = sims.detach().float().cpu().numpy()
     return np.asarray(sims, dtype=np.float32)
 
 
-def ranks_i2t(sims, caption_image) -> np.ndarray:
-    """0-based rank of each image's best own caption (number of wrong captions scored >= it)."""
+def _check_ties(ties: str) -> None:
+    if ties not in TIE_RULES:
+        raise ValueError(f"ties={ties!r}; allowed values: {', '.join(map(repr, TIE_RULES))}")
+
+
+def _tie_counts(scores: np.ndarray, ref: np.ndarray, own_scores: np.ndarray, own_query: np.ndarray):
+    """Per query row of ``scores`` against its reference score ``ref``: (g, t, m) = wrong items
+    strictly above, wrong items tied, own items tied.  ``own_scores[c]`` is the score of own item
+    ``c`` of query ``own_query[c]`` (each own item listed once)."""
+    n = len(ref)
+    above = (scores > ref[:, None]).sum(axis=1)
+    tied = (scores == ref[:, None]).sum(axis=1)
+    own_above = np.bincount(own_query, own_scores > ref[own_query], minlength=n).astype(np.int64)
+    own_tied = np.bincount(own_query, own_scores == ref[own_query], minlength=n).astype(np.int64)
+    return above - own_above, tied - own_tied, own_tied
+
+
+def _hit_prob(g: np.ndarray, t: np.ndarray, m: np.ndarray, ties: str, ks=KS) -> np.ndarray:
+    """float64 [n, len(ks)]: probability that the query is a hit at each K (see module docstring)."""
+    j = np.asarray(ks)[None, :] - g[:, None]  # top-K slots left after the wrong items strictly above
+    t = t[:, None]
+    if ties == "strict":
+        return (j > t).astype(np.float64)
+    # P(all j free slots go to wrong tied items) = C(t, j) / C(t+m, j) = prod_{i<j} (t-i) / (t+m-i)
+    i = np.arange(max(ks))[None, :]
+    tf, mf = t.astype(np.float64), m[:, None].astype(np.float64)
+    factors = np.where(i < tf, (tf - i) / np.maximum(tf + mf - i, 1.0), 0.0)
+    p_miss = np.concatenate([np.ones((len(g), 1)), np.cumprod(factors, axis=1)], axis=1)
+    p_miss = np.take_along_axis(p_miss, np.clip(j, 0, max(ks)), axis=1)
+    return np.where(j > 0, 1.0 - p_miss, 0.0)
+
+
+def hits(sims, caption_image, ties: str = "expected") -> tuple[np.ndarray, np.ndarray]:
+    """Per-query hit probabilities at K = 1, 5, 10: ``(i2t [n_images, 3], t2i [n_captions, 3])``,
+    float64; exactly 0/1 without ties (or with ``ties="strict"``)."""
+    _check_ties(ties)
     s = _as_numpy(sims)
     cap_img = np.asarray(caption_image, dtype=np.int64)
     n_img, n_cap = s.shape
@@ -35,32 +81,26 @@ def ranks_i2t(sims, caption_image) -> np.ndarray:
         raise ValueError(f"caption_image has shape {cap_img.shape}, expected ({n_cap},)")
     if n_cap and (cap_img.min() < 0 or cap_img.max() >= n_img):
         raise ValueError("caption_image holds an index outside [0, n_images)")
-    own = np.zeros((n_img, n_cap), dtype=bool)
-    own[cap_img, np.arange(n_cap)] = True
-    if not own.any(axis=1).all():
-        missing = np.flatnonzero(~own.any(axis=1))[:5].tolist()
+    n_own = np.bincount(cap_img, minlength=n_img)
+    if (n_own == 0).any():
+        missing = np.flatnonzero(n_own == 0)[:5].tolist()
         raise ValueError(f"images without captions (first: {missing}); every image needs one")
-    best_own = np.where(own, s, -np.inf).max(axis=1, keepdims=True)
-    return ((s >= best_own) & ~own).sum(axis=1)
+    caps = np.arange(n_cap)
+    own = s[cap_img, caps]  # each caption's score with its own image
+    best_own = np.full(n_img, -np.inf, dtype=np.float32)
+    np.maximum.at(best_own, cap_img, own)
+    i2t = _hit_prob(*_tie_counts(s, best_own, own, cap_img), ties)
+    t2i = _hit_prob(*_tie_counts(s.T, own, own, caps), ties)
+    return i2t, t2i
 
 
-def ranks_t2i(sims, caption_image) -> np.ndarray:
-    """0-based rank of each caption's own image (number of wrong images scored >= it)."""
-    s = _as_numpy(sims)
-    cap_img = np.asarray(caption_image, dtype=np.int64)
-    n_cap = s.shape[1]
-    own_score = s[cap_img, np.arange(n_cap)]
-    return (s >= own_score[None, :]).sum(axis=0) - 1
-
-
-def retrieval_metrics(sims, caption_image) -> dict[str, float]:
-    """Recall@{1,5,10} both ways, Rsum and mean recall (mR), in percent."""
-    r_i2t = ranks_i2t(sims, caption_image)
-    r_t2i = ranks_t2i(sims, caption_image)
+def retrieval_metrics(sims, caption_image, ties: str = "expected") -> dict[str, float]:
+    """Recall@{1,5,10} both ways, Rsum and mean recall (mR), in percent (means of :func:`hits`)."""
+    i2t, t2i = hits(sims, caption_image, ties)
     out: dict[str, float] = {}
-    for name, ranks in (("i2t", r_i2t), ("t2i", r_t2i)):
-        for k in KS:
-            out[f"{name}_r{k}"] = float(100.0 * np.mean(ranks < k))
+    for name, h in (("i2t", i2t), ("t2i", t2i)):
+        for col, k in enumerate(KS):
+            out[f"{name}_r{k}"] = float(100.0 * h[:, col].mean())
     recalls = [out[k] for k in KEYS[:6]]
     out["rsum"] = float(sum(recalls))
     out["mr"] = float(np.mean(recalls))

@@ -1,0 +1,116 @@
+import numpy as np
+import pytest
+
+from osdpm_lib.metrics import retrieval_metrics
+from osdpm_lib.stats import COLUMNS, compare_runs, paired_bootstrap, per_image_contributions, rsum
+
+
+def _sims(rng, n_img, hit_rate, cpi=5, noise=1.0):
+    """Random scores where a random ``hit_rate`` share of images has its captions scored far above
+    everything (hit both ways at every K) and the rest far below (miss at every K)."""
+    cap_img = np.repeat(np.arange(n_img), cpi)
+    sims = noise * rng.standard_normal((n_img, n_img * cpi)).astype(np.float32)
+    good = rng.random(n_img) < hit_rate
+    sims[cap_img, np.arange(len(cap_img))] = np.where(good[cap_img], 10.0, -10.0)
+    return sims, cap_img
+
+
+def _runs(seed, n_img, hit_rate, n_seeds):
+    rng = np.random.default_rng(seed)
+    return [per_image_contributions(*_sims(rng, n_img, hit_rate)) for _ in range(n_seeds)]
+
+
+def test_contributions_reproduce_rsum():
+    rng = np.random.default_rng(0)
+    n_img = 40
+    cap_img = rng.integers(0, n_img, size=150)
+    cap_img[:n_img] = np.arange(n_img)  # every image has >= 1 caption, counts vary
+    sims = rng.integers(-2, 3, size=(n_img, 150)).astype(np.float32)  # many ties
+    for ties in ("expected", "strict"):
+        c = per_image_contributions(sims, cap_img, ties)
+        assert c.shape == (n_img, len(COLUMNS))
+        assert np.array_equal(c[:, -1], np.bincount(cap_img, minlength=n_img))
+        ref = retrieval_metrics(sims, cap_img, ties)["rsum"]
+        assert rsum(c) == pytest.approx(ref, rel=1e-12, abs=1e-12)
+        assert rsum(c, np.ones(n_img)) == pytest.approx(ref, rel=1e-12, abs=1e-12)
+        assert rsum(c, np.ones((3, n_img))) == pytest.approx([ref] * 3, rel=1e-12, abs=1e-12)
+    # integer weights = duplicating images together with their captions (gallery fixed)
+    w = rng.integers(0, 3, size=n_img)
+    dup = np.repeat(np.arange(n_img), w)
+    c = per_image_contributions(sims, cap_img)
+    assert rsum(c, w) == pytest.approx(rsum(c[dup]), rel=1e-12)
+
+
+def test_identical_models():
+    a = _runs(0, 100, 0.5, 3)
+    r = paired_bootstrap(a, a, n_boot=500)
+    assert r.diff == 0 and r.per_seed == [0.0] * 3
+    assert r.ci_low <= 0 <= r.ci_high and not r.excludes_zero
+    assert r.p_two_sided == 1.0
+    assert r.verdict == "no difference shown (95% CI contains 0)"
+    assert (r.n_seeds, r.n_images, r.n_boot) == (3, 100, 500)
+
+
+def test_clearly_better_model():
+    a, b = _runs(1, 500, 0.6, 5), _runs(2, 500, 0.4, 5)
+    r = paired_bootstrap(a, b)
+    assert r.diff == pytest.approx(120, abs=25)  # 600 * (0.6 - 0.4)
+    assert r.ci_low > 0 and r.excludes_zero and r.p_two_sided < 0.01
+    assert r.verdict == "a − b > 0 (95% CI excludes 0)"
+    s = paired_bootstrap(b, a)
+    assert s.ci_high < 0 and s.verdict == "a − b < 0 (95% CI excludes 0)"
+    assert s.diff == pytest.approx(-r.diff)
+
+
+def test_small_noisy_difference_not_shown():
+    a, b = _runs(3, 30, 0.52, 3), _runs(4, 30, 0.5, 3)
+    r = paired_bootstrap(a, b, n_boot=1000)
+    assert r.ci_low < 0 < r.ci_high and not r.excludes_zero and r.p_two_sided > 0.05
+    assert r.verdict.startswith("no difference shown")
+
+
+def test_deterministic_and_seeded():
+    a, b = _runs(5, 60, 0.5, 3), _runs(6, 60, 0.45, 3)
+    r1, r2 = paired_bootstrap(a, b, seed=7), paired_bootstrap(a, b, seed=7)
+    assert (r1.ci_low, r1.ci_high, r1.p_two_sided) == (r2.ci_low, r2.ci_high, r2.p_two_sided)
+    assert np.array_equal(r1.replicates, r2.replicates)
+    r3 = paired_bootstrap(a, b, seed=8)
+    assert not np.array_equal(r1.replicates, r3.replicates) and r3.diff == r1.diff
+
+
+def test_single_reference_used_for_every_seed():
+    a, ref = _runs(7, 80, 0.6, 4), _runs(8, 80, 0.3, 1)
+    r = paired_bootstrap(a, ref, n_boot=300, level=0.9)
+    assert r.n_seeds == 4
+    assert r.per_seed == pytest.approx([rsum(x) - rsum(ref[0]) for x in a])
+    assert r.verdict == "a − b > 0 (90% CI excludes 0)"
+    assert r.diff == pytest.approx(paired_bootstrap(a, ref * 4, n_boot=300).diff)
+
+
+def test_compare_runs_table():
+    runs = {"osdpm": _runs(9, 200, 0.6, 3), "clip": _runs(10, 200, 0.4, 3), "zero": _runs(11, 200, 0.1, 1)}
+    df = compare_runs(runs, [("osdpm", "clip"), ("clip", "zero")], n_boot=300)
+    assert list(df.columns) == ["comparison", "diff", "ci_low", "ci_high", "p", "n_seeds", "n_images",
+                                "n_boot", "verdict", "per_seed"]
+    assert df["comparison"].tolist() == ["osdpm − clip", "clip − zero"]
+    assert df["verdict"].tolist()[0] == "osdpm − clip > 0 (95% CI excludes 0)"
+    assert df["n_seeds"].tolist() == [3, 3] and df["n_images"].tolist() == [200, 200]
+    assert len(df["per_seed"][0].split(", ")) == 3
+    with pytest.raises(ValueError, match="unknown run"):
+        compare_runs(runs, [("osdpm", "nope")])
+
+
+def test_argument_errors():
+    a3, b2 = _runs(12, 20, 0.5, 3), _runs(13, 20, 0.5, 2)
+    with pytest.raises(ValueError, match="a has 3 seeds, b has 2"):
+        paired_bootstrap(a3, b2)
+    with pytest.raises(ValueError, match=r"b\[0\] has 10 images, a\[0\] has 20"):
+        paired_bootstrap(a3, [b[:10] for b in a3])
+    other = [x.copy() for x in a3]
+    other[1][0, -1] += 1
+    with pytest.raises(ValueError, match="captions-per-image"):
+        paired_bootstrap(a3, other)
+    with pytest.raises(ValueError, match="shape"):
+        paired_bootstrap(a3, [x[:, :6] for x in a3])
+    with pytest.raises(ValueError, match="empty"):
+        paired_bootstrap([], a3)
