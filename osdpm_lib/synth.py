@@ -19,7 +19,20 @@ streams derived from the seed.
 
 Files written (see docs/DESIGN.md): ``dataset_embedded.json`` (Karpathy schema), ``images/*.jpg``
 and ``ground_truth.json`` (scene and pixel boxes per image, x1/y1 exclusive, plus the parameters, so
-that a second call with the same parameters returns at once).
+that a second call with the same parameters returns at once).  The val and test splits hold a tenth
+of each scene's images, or exactly ``n_val`` and ``n_test`` images (stratified by scene) when given.
+
+`generate_pretrain(out_dir, n_images, seed, image_size, n_val, n_test)` writes a pretraining corpus
+that differs from the benchmark the way web alt-text data differs from RSICD: its own seed streams,
+perturbed scene specs with 30% two-scene mixtures and some out-of-context objects, and one to three
+short noisy alt-texts per image ("aerial photo of cars, trees and a road", "tanks factory
+warehouse") with the benchmark's object nouns but none of its sentences: ``dataset_pretrain.json``,
+``images/pre_*.jpg`` and ``pretrain_params.json``.
+
+Command line::
+
+    python -m osdpm_lib.synth OUT_DIR [--n-images N] [--seed S] [--image-size P] [--n-val V] [--n-test T]
+    python -m osdpm_lib.synth --pretrain OUT [--n-images N] [--seed S] [--image-size P] [--n-val V] [--n-test T]
 """
 
 from __future__ import annotations
@@ -51,8 +64,12 @@ __all__ = [
     "SCENE_SPECS",
     "SCENES",
     "CAPTION_TERMS",
+    "PRETRAIN_JSON",
+    "PRETRAIN_PARAMS_NAME",
     "generate",
     "is_current",
+    "generate_pretrain",
+    "is_current_pretrain",
     "caption_stats",
     "object_sizes",
     "tokenize",
@@ -69,6 +86,18 @@ IMAGES_DIR = "images"
 NUMERIC_NAME_FRACTION = 0.1
 SPLIT_FRACTIONS = {"val": 0.1, "test": 0.1}  # the rest is train
 CAPTIONS_PER_IMAGE = 5
+# The pretraining corpus (generate_pretrain).  Its seed sequences are [seed, PRETRAIN_STREAM, ...]; the
+# benchmark's are [seed, 1, i] and [seed, 0x5EED(, 1)], so no two streams coincide for any two seeds.
+PRETRAIN_JSON = "dataset_pretrain.json"
+PRETRAIN_PARAMS_NAME = "pretrain_params.json"
+PRETRAIN_VERSION = 1
+PRETRAIN_STREAM = 0x9E7
+PRETRAIN_MIX_FRACTION = 0.3  # images whose objects mix two scenes
+PRETRAIN_EXTRA_FRACTION = 0.15  # images with an object category foreign to their scene(s)
+ALT_NOISE = 0.1  # alt-texts naming a wrong object or leaving the main one out
+# Finite verbs: every benchmark sentence has one (its templates "is"/"are", vague sentences checked by
+# _check_tables), no alt-text of the pretraining corpus has any.
+BENCHMARK_VERBS = frozenset({"is", "are", "goes", "passes", "cross"})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -671,6 +700,9 @@ def _check_tables() -> None:
                 raise ValueError(f"scene {spec.name}: unknown category {o.category!r}")
         for cat in list(spec.terms):
             spec.terms[cat] = _lexicon_terms(cat, spec.terms[cat])
+        for v in spec.vague:  # what keeps alt-texts (generate_pretrain) apart from benchmark sentences
+            if not BENCHMARK_VERBS & set(tokenize(v)):
+                raise ValueError(f"scene {spec.name}: vague sentence without a verb of BENCHMARK_VERBS: {v!r}")
     missing = set(CATEGORY_NAMES) - set(DRAW_ORDER)
     if missing or set(DRAW_ORDER) - set(CATEGORY_NAMES):
         raise ValueError(f"DRAW_ORDER and lexicon categories differ: {sorted(missing)}")
@@ -1501,14 +1533,22 @@ DRAW_ORDER = (
 _check_tables()
 
 
-def _render(spec: SceneSpec, rng: np.random.Generator, size: int) -> tuple[Image.Image, _Canvas]:
+def _plan(objects: Sequence[ObjectSpec], rng: np.random.Generator) -> dict[str, tuple[int, tuple[float, float]]]:
+    """Category -> (instances to draw, size range) for the objects whose probability ``p`` comes up."""
+    plan: dict[str, tuple[int, tuple[float, float]]] = {}
+    for o in objects:
+        if rng.random() < o.p:
+            plan[o.category] = (int(rng.integers(o.count[0], o.count[1] + 1)), o.size)
+    return plan
+
+
+def _render(spec: SceneSpec, rng: np.random.Generator, size: int,
+            objects: Sequence[ObjectSpec] | None = None) -> tuple[Image.Image, _Canvas]:
+    """One image of ``spec``: its background carrying its objects (or ``objects``, one spec per category)."""
     ss = max(1, min(4, int(round(256 / size))))
     bg = _wchoice(rng, spec.backgrounds)
     cv = _Canvas(rng, size, ss, bg)
-    plan: dict[str, tuple[int, tuple[float, float]]] = {}
-    for o in spec.objects:
-        if rng.random() < o.p:
-            plan[o.category] = (int(rng.integers(o.count[0], o.count[1] + 1)), o.size)
+    plan = _plan(spec.objects if objects is None else objects, rng)
     for cat in DRAW_ORDER:
         if cat not in plan or cat == "beach":
             continue
@@ -1806,76 +1846,179 @@ def _fix_articles(s: str) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def _params(n_images: int, seed: int, image_size: int) -> dict:
-    return {"n_images": int(n_images), "seed": int(seed), "image_size": int(image_size), "version": GENERATOR_VERSION}
+def _rng(*entropy: int) -> np.random.Generator:
+    """A PCG64 generator on the seed sequence of ``entropy`` (one stream per purpose and image)."""
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(list(entropy))))
+
+
+def _split_sizes(n_images: int, n_val: int | None, n_test: int | None) -> tuple[int, int] | None:
+    """Explicit ``(n_val, n_test)`` (a missing one at its default fraction), or None when both are None."""
+    if n_val is None and n_test is None:
+        return None
+    return (int(round(SPLIT_FRACTIONS["val"] * n_images)) if n_val is None else int(n_val),
+            int(round(SPLIT_FRACTIONS["test"] * n_images)) if n_test is None else int(n_test))
+
+
+def _check_args(n_images: int, image_size: int, n_val: int | None, n_test: int | None) -> None:
+    if n_images < 1:
+        raise ValueError(f"n_images must be positive, got {n_images}")
+    if image_size < 16:
+        raise ValueError(f"image_size must be at least 16, got {image_size}")
+    sizes = _split_sizes(n_images, n_val, n_test)
+    if sizes is not None and min(sizes) < 0:
+        raise ValueError(f"n_val and n_test must not be negative, got {sizes[0]} and {sizes[1]}")
+    if sizes is not None and sum(sizes) >= n_images:
+        raise ValueError(f"n_val + n_test ({sizes[0]} + {sizes[1]}) must be below n_images ({n_images}): "
+                         "the train split would be empty")
+
+
+def _params(n_images: int, seed: int, image_size: int, n_val: int | None = None, n_test: int | None = None) -> dict:
+    """What identifies a generation; the split sizes only when given, so that data sets generated with the
+    default fractions (before the sizes existed) stay current."""
+    p = {"n_images": int(n_images), "seed": int(seed), "image_size": int(image_size), "version": GENERATOR_VERSION}
+    sizes = _split_sizes(n_images, n_val, n_test)
+    if sizes is not None:
+        p["n_val"], p["n_test"] = sizes
+    return p
+
+
+def _listed(path: Path) -> list[str] | None:
+    """The image file names a generation's json lists (a ground truth keyed by file name, or a Karpathy
+    ``images`` list); None when the file is missing or unreadable."""
+    try:
+        images = json.loads(path.read_text())["images"]
+        names = list(images) if isinstance(images, dict) else [im["filename"] for im in images]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return names if all(isinstance(f, str) for f in names) else None
+
+
+def _is_complete(out: Path, marker: str, listing: str, params: dict, n_images: int) -> bool:
+    """Whether ``out`` holds a finished generation with ``params``: the json ``marker`` (written last)
+    records them and the json ``listing`` names ``n_images`` images, all present under ``out/images``."""
+    try:
+        recorded = json.loads((out / marker).read_text())["params"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    names = _listed(out / listing)
+    return (recorded == params and names is not None and len(names) == n_images
+            and all((out / IMAGES_DIR / f).is_file() for f in names))
 
 
 def is_current(out_dir: str | Path, n_images: int = DEFAULT_N_IMAGES, seed: int = 0,
-               image_size: int = DEFAULT_IMAGE_SIZE) -> bool:
+               image_size: int = DEFAULT_IMAGE_SIZE, n_val: int | None = None, n_test: int | None = None) -> bool:
     """Whether ``out_dir`` already holds a complete data set generated with these parameters."""
-    out = Path(out_dir)
-    gt_path, js_path = out / GT_NAME, out / JSON_NAME
-    if not (gt_path.is_file() and js_path.is_file()):
-        return False
-    try:
-        gt = json.loads(gt_path.read_text())
-    except (OSError, ValueError):
-        return False
-    if gt.get("params") != _params(n_images, seed, image_size):
-        return False
-    images = gt.get("images", {})
-    return len(images) == n_images and all((out / IMAGES_DIR / f).is_file() for f in images)
+    return _is_complete(Path(out_dir), GT_NAME, JSON_NAME, _params(n_images, seed, image_size, n_val, n_test),
+                        n_images)
 
 
-def _assign(n: int, seed: int) -> tuple[list[str], list[str], set[int]]:
-    """Scene and split per image index, and the indices named by number."""
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 0x5EED])))
+def _clear_previous(out: Path, listing: Path) -> Path:
+    """Remove the images a previous generation listed in ``listing``; return the (created) image folder."""
+    img_dir = out / IMAGES_DIR
+    for f in _listed(listing) or ():
+        p = img_dir / Path(f).name
+        if p.is_file():
+            p.unlink()
+    img_dir.mkdir(parents=True, exist_ok=True)
+    return img_dir
+
+
+def _balanced_scenes(n: int, rng: np.random.Generator) -> list[str]:
+    """``n`` scenes in random order, every scene as often as any other (within one)."""
     scenes = [SCENES[i % len(SCENES)] for i in range(n)]
-    scenes = [scenes[i] for i in rng.permutation(n)]
+    return [scenes[i] for i in rng.permutation(n)]
+
+
+def _stratified(scenes: Sequence[str], n_val: int, n_test: int, rng: np.random.Generator) -> list[str]:
+    """Splits with exactly ``n_test`` test and ``n_val`` val images, the rest train.
+
+    Each split's images are spread over the scenes as evenly as possible (per-scene counts differ by
+    at most one): held-out slots go round the scenes (the larger ones first, in random order
+    otherwise), the first ``n_test`` slots to test and the next ``n_val`` to val; within a scene the
+    images are taken in random order.  ``scenes`` must be balanced (:func:`_balanced_scenes`).
+    """
+    by: dict[str, list[int]] = {}
+    for i, sc in enumerate(scenes):
+        by.setdefault(sc, []).append(i)
+    names = sorted(by)
+    order = sorted(rng.permutation(len(names)).tolist(), key=lambda k: -len(by[names[k]]))  # stable: random ties
+    quota = {sc: {"test": 0, "val": 0} for sc in names}
+    for j in range(n_test + n_val):
+        quota[names[order[j % len(names)]]]["test" if j < n_test else "val"] += 1
+    splits = ["train"] * len(scenes)
+    for sc in names:
+        idx, q = by[sc], quota[sc]
+        if q["test"] + q["val"] > len(idx):
+            raise ValueError(f"scene {sc!r} has {len(idx)} images, fewer than its {q['test'] + q['val']} held out")
+        picked = [idx[i] for i in rng.permutation(len(idx))]
+        for k, i in enumerate(picked[: q["test"] + q["val"]]):
+            splits[i] = "test" if k < q["test"] else "val"
+    return splits
+
+
+def _assign(n: int, seed: int, n_val: int | None = None,
+            n_test: int | None = None) -> tuple[list[str], list[str], set[int]]:
+    """Scene and split per image index, and the indices named by number.
+
+    Without split sizes each scene holds out :data:`SPLIT_FRACTIONS` of its images (rounded per
+    scene); with them the splits come from :func:`_stratified` on a stream of their own, so that the
+    scenes and file names (hence the images) do not depend on the split sizes.
+    """
+    rng = _rng(seed, 0x5EED)
+    scenes = _balanced_scenes(n, rng)
     splits = ["train"] * n
     for sc in SCENES:
         idx = [i for i in range(n) if scenes[i] == sc]
         idx = [idx[i] for i in rng.permutation(len(idx))]
         m = len(idx)
-        n_test = int(round(SPLIT_FRACTIONS["test"] * m))
-        n_val = int(round(SPLIT_FRACTIONS["val"] * m))
-        for i in idx[:n_test]:
+        n_te = int(round(SPLIT_FRACTIONS["test"] * m))
+        n_va = int(round(SPLIT_FRACTIONS["val"] * m))
+        for i in idx[:n_te]:
             splits[i] = "test"
-        for i in idx[n_test : n_test + n_val]:
+        for i in idx[n_te : n_te + n_va]:
             splits[i] = "val"
     numeric = set(int(i) for i in rng.choice(n, size=int(round(NUMERIC_NAME_FRACTION * n)), replace=False)) if n else set()
+    sizes = _split_sizes(n, n_val, n_test)
+    if sizes is not None:
+        splits = _stratified(scenes, sizes[0], sizes[1], _rng(seed, 0x5EED, 1))
     return scenes, splits, numeric
 
 
+def _entry(i: int, name: str, split: str, captions: Sequence[str], sentid: int) -> dict:
+    """The Karpathy record of image ``i``, its captions numbered from ``sentid`` on."""
+    sents = [{"tokens": tokenize(c), "raw": c, "imgid": i, "sentid": sentid + k} for k, c in enumerate(captions)]
+    return {"filename": name, "imgid": i, "split": split, "sentids": [s["sentid"] for s in sents], "sentences": sents}
+
+
+def _make_image(path: Path, spec: SceneSpec, rng: np.random.Generator, size: int, captioner: type[_Captioner],
+                objects: Sequence[ObjectSpec] | None = None) -> tuple[_Canvas, list[str]]:
+    """Render one image of ``spec`` (see :func:`_render`) into the JPEG ``path`` and caption what was drawn."""
+    img, cv = _render(spec, rng, size, objects)
+    img.save(path, format="JPEG", quality=JPEG_QUALITY, subsampling=0, optimize=False)
+    return cv, captioner(spec, _groups(cv), rng).captions()
+
+
 def generate(out_dir: str | Path, n_images: int = DEFAULT_N_IMAGES, seed: int = 0,
-             image_size: int = DEFAULT_IMAGE_SIZE, force: bool = False) -> Path:
+             image_size: int = DEFAULT_IMAGE_SIZE, n_val: int | None = None, n_test: int | None = None,
+             force: bool = False) -> Path:
     """Write the embedded benchmark into ``out_dir`` and return the path of its Karpathy json.
+
+    ``n_val`` / ``n_test`` fix the split sizes (exactly, stratified by scene, see :func:`_stratified`;
+    a missing one takes its default fraction of ``n_images``); with both None each scene holds out
+    :data:`SPLIT_FRACTIONS` of its images.  The images do not depend on the split sizes.
 
     When ``out_dir`` already holds a complete data set with the same parameters (and generator
     version) nothing is written; otherwise the data set is (re)generated, images of a previous
     generation listed in its ground truth being removed first.
     """
-    if n_images < 1:
-        raise ValueError(f"n_images must be positive, got {n_images}")
-    if image_size < 16:
-        raise ValueError(f"image_size must be at least 16, got {image_size}")
+    _check_args(n_images, image_size, n_val, n_test)
     out = Path(out_dir)
     js_path, gt_path = out / JSON_NAME, out / GT_NAME
-    if not force and is_current(out, n_images, seed, image_size):
+    if not force and is_current(out, n_images, seed, image_size, n_val, n_test):
         return js_path
-    img_dir = out / IMAGES_DIR
-    if gt_path.is_file():  # stale images of a previous generation
-        try:
-            old = json.loads(gt_path.read_text()).get("images", {})
-        except (OSError, ValueError):
-            old = {}
-        for f in old:
-            p = img_dir / Path(f).name
-            if p.is_file():
-                p.unlink()
-    img_dir.mkdir(parents=True, exist_ok=True)
+    img_dir = _clear_previous(out, gt_path)
 
-    scenes, splits, numeric = _assign(n_images, seed)
+    scenes, splits, numeric = _assign(n_images, seed, n_val, n_test)
     per_scene: dict[str, int] = {}
     images, gt_images = [], {}
     sentid = 0
@@ -1883,29 +2026,239 @@ def generate(out_dir: str | Path, n_images: int = DEFAULT_N_IMAGES, seed: int = 
         scene = scenes[i]
         per_scene[scene] = per_scene.get(scene, 0) + 1
         name = f"{i:05d}.jpg" if i in numeric else f"{scene}_{per_scene[scene]}.jpg"
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 1, i])))
-        spec = SCENE_SPECS[scene]
-        img, cv = _render(spec, rng, image_size)
-        img.save(img_dir / name, format="JPEG", quality=JPEG_QUALITY, subsampling=0, optimize=False)
-        caps = _Captioner(spec, _groups(cv), rng).captions()
-        sents = []
-        for c in caps:
-            sents.append({"tokens": tokenize(c), "raw": c, "imgid": i, "sentid": sentid})
-            sentid += 1
-        images.append({
-            "filename": name,
-            "imgid": i,
-            "split": splits[i],
-            "sentids": [s["sentid"] for s in sents],
-            "sentences": sents,
-        })
+        cv, caps = _make_image(img_dir / name, SCENE_SPECS[scene], _rng(seed, 1, i), image_size, _Captioner)
+        images.append(_entry(i, name, splits[i], caps, sentid))
+        sentid += len(caps)
         gt_images[name] = {"scene": scene, "boxes": cv.boxes()}
 
-    params = _params(n_images, seed, image_size)
+    params = _params(n_images, seed, image_size, n_val, n_test)
     gt = {"image_size": int(image_size), "seed": int(seed), "n_images": int(n_images), "params": params,
           "scenes": list(SCENES), "images": gt_images}
     js_path.write_text(json.dumps({"dataset": "embedded", "images": images}))
     gt_path.write_text(json.dumps(gt))  # written last: its presence marks a complete generation
+    return js_path
+
+
+# --------------------------------------------------------------------------------------------------
+# Pretraining corpus
+# --------------------------------------------------------------------------------------------------
+
+# Every ObjectSpec the scene table has for a category (where an out-of-context object borrows its counts and sizes).
+_SPECS_OF: dict[str, tuple[ObjectSpec, ...]] = {
+    cat: tuple(o for s in SCENE_SPECS.values() for o in s.objects if o.category == cat) for cat in CATEGORY_NAMES
+}
+
+
+def _perturb(o: ObjectSpec, rng: np.random.Generator, keep: bool = False) -> ObjectSpec:
+    """``o`` with its counts scaled by a log-normal factor (single objects stay single), sizes by
+    0.9-1.1 and probability by 0.5-1.5 (1 when ``keep``)."""
+    f = math.exp(rng.normal(0.0, 0.35))
+    lo, hi = o.count
+    if hi > 1:
+        lo = lo if lo == 0 else max(1, int(round(lo * f)))
+        hi = max(lo, 1, int(round(hi * f)))
+    g = rng.uniform(0.9, 1.1)
+    p = 1.0 if keep else min(1.0, o.p * rng.uniform(0.5, 1.5))
+    return ObjectSpec(o.category, (lo, hi), (min(1.0, o.size[0] * g), min(1.0, o.size[1] * g)), p)
+
+
+def _pretrain_objects(scene: str, rng: np.random.Generator) -> tuple[SceneSpec, tuple[ObjectSpec, ...]]:
+    """The scene spec whose background an image of the pretraining corpus gets, and its objects.
+
+    The scene's objects are perturbed (:func:`_perturb`, its defining category always kept); in
+    :data:`PRETRAIN_MIX_FRACTION` of the images the objects of a second scene join them (its
+    defining category kept, categories already there not doubled), and in
+    :data:`PRETRAIN_EXTRA_FRACTION` a category absent from both, with the counts and sizes of a
+    scene that has it.
+    """
+    spec = SCENE_SPECS[scene]
+    objs = {o.category: _perturb(o, rng, keep=k == 0) for k, o in enumerate(spec.objects)}
+    if rng.random() < PRETRAIN_MIX_FRACTION:
+        other = SCENE_SPECS[_choice(rng, [s for s in SCENES if s != scene])]
+        for k, o in enumerate(other.objects):
+            if o.category not in objs:
+                objs[o.category] = _perturb(o, rng, keep=k == 0)
+    if rng.random() < PRETRAIN_EXTRA_FRACTION:
+        cat = _choice(rng, [c for c in CATEGORY_NAMES if c not in objs])
+        objs[cat] = _perturb(_choice(rng, _SPECS_OF[cat]), rng, keep=True)
+    return spec, tuple(objs.values())
+
+
+class _AltText(_Captioner):
+    """Web alt-text for an image of the pretraining corpus: short, noisy, in the benchmark's nouns only.
+
+    Kinds: objects after a prefix ("aerial photo of cars, trees and a road"), after a colon
+    ("satellite image : storage tanks"), bare tags ("tanks factory warehouse"), the scene ("drone
+    view of a beach"), the scene with objects ("top view parking lot with many cars"), a numbered
+    title ("image 2931 of farmland").  Objects come in random order; :data:`ALT_NOISE` of the
+    captions name a wrong object or leave the main one out; words are dropped at random and fillers
+    ("stock photo", "hd") added.  No caption holds a word of :data:`BENCHMARK_VERBS` (every benchmark
+    sentence does, see ``_check_tables``) nor ends with " .", so none equals a benchmark caption
+    after :func:`osdpm_lib.audit.normalize`.
+    """
+
+    PREFIXES = ("aerial photo", "aerial view", "aerial image", "aerial photography", "satellite image",
+                "satellite photo", "satellite view", "drone view", "drone shot", "drone photo", "top view",
+                "top down view", "overhead view", "birds eye view", "remote sensing image", "google earth")
+    FILLERS = ("stock photo", "hd", "free download", "4k", "royalty free", "high resolution", "wallpaper",
+               "stock image", "photo", "hq", "free stock photo", "editorial", "jpg", "download")
+    TITLES = ("image", "img", "photo", "dsc", "pic", "frame", "tile")
+    ALT_KINDS = (("list", 3.0), ("colon", 1.2), ("tags", 1.5), ("scene", 1.3), ("with", 1.2), ("title", 0.6))
+
+    def objects(self) -> list[str]:
+        """The categories to name, in random order: the main one and up to three other drawn ones;
+        a wrong (undrawn) one replaces one of them or the main one is left out in :data:`ALT_NOISE`."""
+        rng, g = self.rng, self.g
+        main = self.key[0] if self.key[0] in g else max(g, key=lambda c: (g[c].n, c))
+        others = [c for c in g if c != main]
+        k = int(_choice(rng, [0, 1, 2, 3], [0.25, 0.35, 0.25, 0.15]))
+        picked = [main] + [others[i] for i in rng.permutation(len(others))[:k]]
+        u = rng.random()
+        if u < ALT_NOISE and (u < ALT_NOISE / 2 or len(picked) == 1):
+            picked[int(rng.integers(len(picked)))] = _choice(rng, [c for c in CATEGORY_NAMES if c not in g])
+        elif u < ALT_NOISE:
+            picked.remove(main)
+        return [picked[i] for i in rng.permutation(len(picked))]
+
+    def noun(self, cat: str) -> str:
+        """"cars", "3 planes", "a white boat", "storage tank": a term of ``cat``, mostly plural when
+        several were drawn, sometimes with a count or an adjective."""
+        rng, g = self.rng, self.g.get(cat)
+        term = self.term(cat)
+        n = g.n if g is not None else int(rng.integers(1, 4))
+        adj = self.adjective(g) if g is not None and rng.random() < 0.15 else ""
+        if n >= 2 and rng.random() < 0.85:
+            q = "" if rng.random() < 0.75 else str(n) if rng.random() < 0.4 else self.count_word(n)
+            word = self.plural(term)
+        else:
+            q = "a" if rng.random() < 0.3 and term not in MASS_TERMS else ""
+            word = term
+        return " ".join(w for w in (q, adj, word) if w)
+
+    def phrase(self, cats: Sequence[str]) -> str:
+        parts = [self.noun(c) for c in cats]
+        if len(parts) == 1:
+            return parts[0]
+        sep = _choice(self.rng, [", ", " , ", " "], [0.45, 0.35, 0.2])
+        if sep != " " and self.rng.random() < 0.6:
+            return f"{sep.join(parts[:-1])} and {parts[-1]}"
+        return sep.join(parts)
+
+    def scene_np(self, article: bool = True) -> str:
+        """A name of the scene ("a beach", "parking lot")."""
+        np_ = _choice(self.rng, self.spec.nps)
+        return np_ if article else np_.split(" ", 1)[1]
+
+    def caption(self) -> str:
+        rng = self.rng
+        kind = _wchoice(rng, self.ALT_KINDS) if self.g else "scene"
+        pre = _choice(rng, self.PREFIXES)
+        with_cats = [c for c in self.objects() if c not in SELF_CATS.get(self.spec.name, ())] if kind == "with" else []
+        if kind == "with" and not with_cats:
+            kind = "list"
+        if kind == "list":
+            s = f"{pre} {'of ' if rng.random() < 0.7 else ''}{self.phrase(self.objects())}"
+        elif kind == "colon":
+            s = f"{pre} {_choice(rng, [':', '-', '|'])} {self.phrase(self.objects())}"
+        elif kind == "tags":
+            s = " ".join(self.term(c) if rng.random() < 0.5 else self.plural(self.term(c)) for c in self.objects())
+            s = f"{s} {_choice(rng, ['aerial', 'satellite', 'drone', 'overhead'])}" if rng.random() < 0.3 else s
+        elif kind == "scene":
+            s = f"{pre} of {self.scene_np(rng.random() < 0.7)}"
+        elif kind == "with":
+            s = f"{pre} {self.scene_np(rng.random() < 0.3)} with {self.phrase(with_cats)}"
+        else:  # "title"
+            num = f"{int(rng.integers(1, 10000)):0{int(_choice(rng, [1, 4]))}d}"
+            what = self.scene_np(False) if rng.random() < 0.5 or not self.g else self.phrase(self.objects())
+            s = f"{_choice(rng, self.TITLES)} {num} {'of ' if rng.random() < 0.6 else ''}{what}"
+        words = _fix_articles(s).split()
+        if rng.random() < 0.35:  # some words missing (an article goes with its noun)
+            chunks: list[str] = []
+            for w in words:
+                chunks.append(f"{chunks.pop()} {w}" if chunks and chunks[-1] in ("a", "an") else w)
+            keep = rng.random(len(chunks)) >= 0.2
+            if keep.sum() >= 2:
+                words = " ".join(c for c, k in zip(chunks, keep) if k).split()
+        while len(words) > 1 and words[-1] in (":", "-", "|", ",", "of", "with", "and"):
+            words.pop()
+        words[-1] = words[-1].rstrip(",")
+        if rng.random() < 0.2:
+            filler = _choice(rng, self.FILLERS)
+            sep = _choice(rng, [" ", " - ", " | ", ", "])
+            s = f"{filler}{sep}{' '.join(words)}" if rng.random() < 0.3 else f"{' '.join(words)}{sep}{filler}"
+            words = s.split()
+        s = " ".join(words)
+        return s[0].upper() + s[1:] if rng.random() < 0.2 else s
+
+    def captions(self) -> list[str]:
+        """One to three distinct alt-texts."""
+        rng = self.rng
+        k = int(_choice(rng, [1, 2, 3], [0.4, 0.35, 0.25]))
+        out: list[str] = []
+        for _ in range(4 * k):
+            if len(out) >= k:
+                break
+            s = self.caption()
+            if BENCHMARK_VERBS & set(tokenize(s)) or s.endswith("."):  # cannot happen: no such word is used
+                raise AssertionError(f"alt-text in the benchmark's register: {s!r}")
+            if s not in out:
+                out.append(s)
+        return out
+
+
+def _pretrain_params(n_images: int, seed: int, image_size: int, n_val: int, n_test: int) -> dict:
+    return {**_params(n_images, seed, image_size, n_val, n_test), "corpus": "pretrain",
+            "pretrain_version": PRETRAIN_VERSION}
+
+
+def is_current_pretrain(out_dir: str | Path, n_images: int, seed: int = 0, image_size: int = DEFAULT_IMAGE_SIZE,
+                        n_val: int = 200, n_test: int = 200) -> bool:
+    """Whether ``out_dir`` already holds a complete pretraining corpus generated with these parameters."""
+    return _is_complete(Path(out_dir), PRETRAIN_PARAMS_NAME, PRETRAIN_JSON,
+                        _pretrain_params(n_images, seed, image_size, n_val, n_test), n_images)
+
+
+def generate_pretrain(out_dir: str | Path, n_images: int, seed: int = 0, image_size: int = DEFAULT_IMAGE_SIZE,
+                      n_val: int = 200, n_test: int = 200, force: bool = False) -> Path:
+    """Write a pretraining corpus (web alt-text style) into ``out_dir`` and return its Karpathy json.
+
+    The corpus plays web alt-text data for a CLIP later fine-tuned on the benchmark: images from the
+    same painters with perturbed and mixed scenes (:func:`_pretrain_objects`), one to three short
+    noisy captions each (:class:`_AltText`) with the benchmark's object nouns, and its own seed
+    streams (``[seed, 0x9E7, ...]``), so that its images, file names (``pre_000123.jpg``) and
+    captions differ from every benchmark's.  Files: ``dataset_pretrain.json`` (Karpathy schema;
+    ``n_val`` val and ``n_test`` test images, stratified by the scene whose background an image has),
+    ``images/*.jpg`` and, written last, ``pretrain_params.json`` (the parameters: a second call with
+    the same ones returns at once unless ``force``).  ``out_dir`` must not hold another
+    ``dataset*.json`` (the readers expect one per folder).
+    """
+    _check_args(n_images, image_size, n_val, n_test)
+    out = Path(out_dir)
+    js_path = out / PRETRAIN_JSON
+    params = _pretrain_params(n_images, seed, image_size, n_val, n_test)
+    if not force and _is_complete(out, PRETRAIN_PARAMS_NAME, PRETRAIN_JSON, params, n_images):
+        return js_path
+    others = sorted(p.name for p in out.glob("dataset*.json") if p.name != PRETRAIN_JSON)
+    if others:
+        raise ValueError(f"{out} already holds {', '.join(others)}; the pretraining corpus needs a folder of its own")
+    img_dir = _clear_previous(out, js_path)
+
+    rng = _rng(seed, PRETRAIN_STREAM, 0)
+    scenes = _balanced_scenes(n_images, rng)
+    splits = _stratified(scenes, n_val, n_test, rng)
+    images = []
+    sentid = 0
+    for i in range(n_images):
+        name = f"pre_{i:06d}.jpg"
+        rng = _rng(seed, PRETRAIN_STREAM, 1, i)
+        spec, objects = _pretrain_objects(scenes[i], rng)
+        _, caps = _make_image(img_dir / name, spec, rng, image_size, _AltText, objects)
+        images.append(_entry(i, name, splits[i], caps, sentid))
+        sentid += len(caps)
+    js_path.write_text(json.dumps({"dataset": "pretrain", "images": images}))
+    counts = {sp: splits.count(sp) for sp in ("train", "val", "test")}
+    marker = {"params": params, "images_per_split": counts, "captions": sentid}
+    (out / PRETRAIN_PARAMS_NAME).write_text(json.dumps(marker, indent=1))  # written last: marks a complete corpus
     return js_path
 
 
@@ -1979,16 +2332,30 @@ def object_sizes(gt_path: str | Path):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Generate the embedded synthetic remote-sensing caption benchmark.")
-    ap.add_argument("out_dir")
+    """CLI: ``OUT_DIR`` generates the benchmark, ``--pretrain OUT`` the pretraining corpus; 2 on bad values."""
+    ap = argparse.ArgumentParser(description="Generate the embedded synthetic remote-sensing caption benchmark "
+                                             "(OUT_DIR) or its pretraining corpus (--pretrain OUT).")
+    ap.add_argument("out_dir", nargs="?", help="benchmark folder")
+    ap.add_argument("--pretrain", metavar="OUT", help="write the pretraining corpus (web alt-text style) here")
     ap.add_argument("--n-images", type=int, default=DEFAULT_N_IMAGES)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE)
+    ap.add_argument("--n-val", type=int, default=None,
+                    help="validation images (benchmark: default a tenth per scene; pretraining corpus: 200)")
+    ap.add_argument("--n-test", type=int, default=None,
+                    help="test images (benchmark: default a tenth per scene; pretraining corpus: 200)")
     ap.add_argument("--force", action="store_true", help="regenerate even if the folder is current")
     args = ap.parse_args(argv)
+    if (args.out_dir is None) == (args.pretrain is None):
+        ap.error("give either OUT_DIR (benchmark) or --pretrain OUT (pretraining corpus)")
     try:
-        path = generate(args.out_dir, n_images=args.n_images, seed=args.seed, image_size=args.image_size,
-                        force=args.force)
+        if args.pretrain is not None:
+            path = generate_pretrain(args.pretrain, n_images=args.n_images, seed=args.seed, image_size=args.image_size,
+                                     n_val=200 if args.n_val is None else args.n_val,
+                                     n_test=200 if args.n_test is None else args.n_test, force=args.force)
+        else:
+            path = generate(args.out_dir, n_images=args.n_images, seed=args.seed, image_size=args.image_size,
+                            n_val=args.n_val, n_test=args.n_test, force=args.force)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -1996,3 +2363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(path)
     print(json.dumps({k: st[k] for k in ("n_images", "n_captions", "mean_words", "unique_ratio", "images_per_split")}))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -117,6 +117,73 @@ def test_scenes_balanced(gt):
     assert 18 <= len(synth.SCENES) <= 30
 
 
+def _per_scene(scenes, splits, split):
+    counts = dict.fromkeys(synth.SCENES, 0)
+    for sc, sp in zip(scenes, splits):
+        counts[sc] += sp == split
+    return counts
+
+
+@pytest.mark.parametrize("n, n_val, n_test", [(200, 30, 44), (1300, 300, 1000), (30, 5, 7), (100, 0, 99), (22, 21, 0)])
+def test_explicit_split_sizes_exact_and_stratified(n, n_val, n_test):
+    scenes, splits, numeric = synth._assign(n, 7, n_val=n_val, n_test=n_test)
+    assert (splits.count("val"), splits.count("test"), splits.count("train")) == (n_val, n_test, n - n_val - n_test)
+    for split in ("val", "test", "train"):
+        counts = _per_scene(scenes, splits, split).values()
+        assert max(counts) - min(counts) <= 1, (split, counts)
+    assert (scenes, numeric) == synth._assign(n, 7)[::2]  # scenes and numeric names do not depend on the sizes
+
+
+def test_explicit_split_sizes_depend_on_seed():
+    a = synth._assign(1000, 7, n_val=300, n_test=100)[1]
+    b = synth._assign(1000, 8, n_val=300, n_test=100)[1]
+    assert a != b and a == synth._assign(1000, 7, n_val=300, n_test=100)[1]
+
+
+# _assign(n, seed) of the generator before split sizes existed: sha256 of json [scenes, splits, sorted numeric]
+OLD_ASSIGN = {(200, 7): "069dd9b4d7f00d24", (1000, 0): "ea46f158195c0f52", (2000, 3): "bd016c6bec9e358b"}
+
+
+@pytest.mark.parametrize("n, seed", sorted(OLD_ASSIGN))
+def test_no_split_sizes_keep_the_old_assignment(n, seed):
+    import hashlib
+
+    scenes, splits, numeric = synth._assign(n, seed, n_val=None, n_test=None)
+    digest = hashlib.sha256(json.dumps([scenes, splits, sorted(numeric)]).encode()).hexdigest()
+    assert digest[:16] == OLD_ASSIGN[n, seed]
+
+
+def test_params_without_split_sizes_unchanged(gt):
+    assert gt["params"] == {"n_images": N, "seed": 7, "image_size": SIZE, "version": synth.GENERATOR_VERSION}
+    assert synth._params(N, 7, SIZE) == gt["params"]
+    assert synth._params(N, 7, SIZE, n_val=20, n_test=30) == {**gt["params"], "n_val": 20, "n_test": 30}
+
+
+def test_generate_with_split_sizes(ds, data, gt, tmp_path):
+    """Exact split sizes in the json; the same images and captions as without them; its own params."""
+    out = tmp_path / "sized"
+    p = synth.generate(out, n_images=N, seed=7, image_size=SIZE, n_val=23, n_test=41)
+    d2 = json.loads(p.read_text())
+    assert [sp["split"] for sp in d2["images"]].count("val") == 23
+    assert [sp["split"] for sp in d2["images"]].count("test") == 41
+    assert [(im["filename"], im["sentences"]) for im in d2["images"]] == [
+        (im["filename"], im["sentences"]) for im in data["images"]]
+    names = [im["filename"] for im in data["images"]]
+    assert _files(out, names) == _files(ds.parent, names)
+    gt2 = json.loads((out / synth.GT_NAME).read_text())
+    assert gt2["params"] == {**gt["params"], "n_val": 23, "n_test": 41}
+    assert synth.is_current(out, N, 7, SIZE, n_val=23, n_test=41)
+    assert not synth.is_current(out, N, 7, SIZE) and not synth.is_current(out, N, 7, SIZE, n_val=23, n_test=40)
+    assert not synth.is_current(ds.parent, N, 7, SIZE, n_val=23, n_test=41) and synth.is_current(ds.parent, N, 7, SIZE)
+
+
+@pytest.mark.parametrize("n_val, n_test", [(15, 15), (30, 0), (-1, 5)])
+def test_bad_split_sizes(tmp_path, n_val, n_test):
+    with pytest.raises(ValueError, match="n_val"):
+        synth.generate(tmp_path / "bad", n_images=30, n_val=n_val, n_test=n_test)
+    assert not (tmp_path / "bad").exists()
+
+
 # ---- ground truth -------------------------------------------------------------------------------
 
 
@@ -313,6 +380,12 @@ def test_cli(tmp_path, capsys):
     gt = json.loads((tmp_path / "cli" / synth.GT_NAME).read_text())
     assert gt["image_size"] == 48 and len(gt["images"]) == 25
     assert synth.main([str(tmp_path / "bad"), "--n-images", "0"]) == 2
+    assert synth.main([str(tmp_path / "sized"), "--n-images", "30", "--n-val", "4", "--n-test", "6"]) == 0
+    splits = [im["split"] for im in json.loads((tmp_path / "sized" / synth.JSON_NAME).read_text())["images"]]
+    assert (splits.count("val"), splits.count("test")) == (4, 6)
+    assert synth.main([str(tmp_path / "bad"), "--n-images", "10", "--n-val", "5", "--n-test", "5"]) == 2
+    with pytest.raises(SystemExit):
+        synth.main([])
 
 
 def test_make_embedded_script_exists():
