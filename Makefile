@@ -1,5 +1,6 @@
 # The two set-up commands of the README:
 #   make book   venv + install + WordNet + embedded benchmark + the whole notebook chain -> results/embedded
+#               (fine-tunes from the shipped pretrained checkpoint; `make pretrain` rebuilds it)
 #   make test   pytest (library) + nbval (the executed CI-size notebooks in results/ci) + their stored metrics
 PYTHON ?= python3
 VENV   := .venv
@@ -8,8 +9,14 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
+# One CPU kernel path on every x86-64 machine with AVX2: torch, MKL and oneDNN otherwise pick their kernels by the
+# processor (AVX2 / AVX-512 / vendor), which changes the last bits of every step, and training amplifies them
+# (docs/REPRODUCIBILITY.md).  Other processors ignore these.
+export ATEN_CPU_CAPABILITY := avx2
+export MKL_CBWR := AVX2
+export ONEDNN_MAX_CPU_ISA := AVX2
 
-.PHONY: setup wordnet book book-ci test unit nbval bench clean
+.PHONY: setup wordnet book book-ci pretrain tune test unit nbval bench clean
 
 setup: $(VENV)/.installed wordnet
 
@@ -36,6 +43,14 @@ book-ci: setup
 	TQDM_DISABLE=1 $(PY) -m osdpm_lib.runner --profile ci
 	cp results/ci/tables/ablation_runs.csv tests_book/expected_ci_metrics.csv
 	$(PY) -m osdpm_lib.bench --mode ci --out results/bench.md
+
+# The book's pretrained CLIP (osdpm_lib/weights/osdpm-tiny-vit_synthpre.safetensors + .json): corpus + training.
+pretrain: setup
+	$(PY) -m osdpm_lib.pretrain
+
+# The fine-tuning hyperparameters of the default profile, chosen on validation (docs/TUNING.md).
+tune: setup
+	$(PY) -m osdpm_lib.tuning
 
 unit: setup
 	$(PY) -m pytest tests

@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -31,12 +36,11 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import display
 
-from osdpm_lib import audit, data, explain, figures, profiles, synth
+from osdpm_lib import audit, data, explain, figures, pretrain, profiles, synth
 
-prof = profiles.get(profile)
 data_path = Path(data_dir)
 if dataset == "embedded":
-    synth.generate(data_path, n_images=prof["n_images"], seed=0, image_size=prof["image_size"])
+    synth.generate(data_path, seed=0, **profiles.data_sizes(profile))
 ann = data.load(data_path, check_images=True)
 summary = data.summary(ann)
 pd.DataFrame(summary["splits"]).T
@@ -128,6 +132,21 @@ if compare_dir:
         display(res["pairs"].head(20))
 else:
     print("compare_dir not set: no second dataset to compare with")
+
+# %% [markdown]
+# ## The pretraining corpus (the book's "web alt-text")
+# Every variant starts from the book's pretrained CLIP (`osdpm_lib/weights/osdpm-tiny-vit_synthpre.safetensors`,
+# rebuilt by `make pretrain`). Its corpus has its own seeds, many more images, a broader mix of scenes and objects
+# and captions in another register. What it shares with the benchmark — filenames, normalised captions and
+# near-duplicate images (perceptual hash) — was measured by `make pretrain` and is recorded beside the checkpoint
+# (the sha256 of the checkpoint is checked here).
+
+# %%
+record = pretrain.verify()
+print(f"{record['file']}: sha256 ok; corpus {record['corpus']['n_images']} images (seed {record['corpus']['seed']}), "
+      f"{record['train']['epochs']} epochs, batch {record['train']['batch_size']}")
+print("example captions:", *record["example_captions"][:8], sep="\n  ")
+pd.Series(record["overlap_with_benchmark"], dtype=object).to_frame("corpus (a) vs benchmark (b)")
 
 # %% [markdown]
 # ### RSICD: duplicates and train/test overlap

@@ -11,9 +11,10 @@
 # %% [markdown]
 # # 03 · Training one configuration
 #
-# Fine-tunes (or, offline, trains from scratch) a CLIP model in one variant (`clip`, `clip+dapn`,
-# `osdpm`) with open_clip's contrastive loss, AdamW, warm-up and cosine decay. The epoch is selected on
-# **validation Rsum**; the test split is evaluated once, with the selected weights. The run folder
+# Fine-tunes a pretrained CLIP model (profile `default`: the book's `synthpre` checkpoint of `osdpm-tiny-vit`,
+# made by `make pretrain`) in one variant (`clip`, `clip+dapn`, `osdpm`) with open_clip's contrastive loss,
+# AdamW, warm-up and cosine decay. The epoch is selected on **validation Rsum** (epoch 0 is the pretrained
+# start); the test split is evaluated once, with the selected weights. The run folder
 # holds the resolved config, `metrics.csv` (per epoch), `best.pt` and `test_metrics.json`.
 
 # %% tags=["parameters"]
@@ -23,8 +24,8 @@ out_dir: str = "."
 runs_dir: str = "../../runs/embedded"
 variant: str = "clip"
 seed: int = 0
-model: str = "osdpm-tiny-vit"       # any open_clip model name, e.g. "ViT-B-32"
-pretrained: str = ""  # open_clip tag (openai, laion2b_s34b_b79k) or a checkpoint path, empty for random init
+model: str = ""        # any open_clip model name, e.g. "ViT-B-32"; empty: the profile's (osdpm-tiny-vit)
+pretrained: str = ""   # open_clip tag (openai, ...), "synthpre" or a checkpoint path; empty: the profile's
 
 # %%
 from pathlib import Path
@@ -35,7 +36,7 @@ import seaborn as sns
 from osdpm_lib import figures, profiles
 from osdpm_lib.train import train
 
-cfg = profiles.train_config(profile, variant, seed, model=model, pretrained=pretrained or None)
+cfg = profiles.train_config(profile, variant, seed, model=model or None, pretrained=pretrained or None)
 run_dir = Path(runs_dir) / profiles.run_name(variant, seed)
 result = train(cfg, data_dir, run_dir)
 print(f"selected epoch {result['best_epoch']} of {cfg.epochs} (validation Rsum {result['best_val_rsum']:.2f})")
@@ -45,7 +46,6 @@ print(f"selected epoch {result['best_epoch']} of {cfg.epochs} (validation Rsum {
 
 # %%
 hist = pd.read_csv(run_dir / "metrics.csv")
-long = hist.melt(id_vars="epoch", value_vars=["val_rsum"], var_name="metric")
 ax = sns.lineplot(data=hist, x="epoch", y="val_rsum", marker="o")
 ax.axvline(result["best_epoch"], ls="--", c="gray")
 ax.set_ylabel("validation Rsum")

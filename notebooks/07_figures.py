@@ -110,19 +110,20 @@ figures.save(fig, out_dir, "07_retrieval_text_to_image");
 
 # %% [markdown]
 # ## 3 · Embedding space across training
-# Test image embeddings before training (`start`), after the middle epoch (`mid`) and at the end
+# Embeddings of the first test images (`train.STAGE_IMAGES`) before training (`start`), after the middle epoch (`mid`) and at the end
 # (`end`). The silhouette (cosine, by scene class; −1…1, higher = scenes better separated) is computed on
 # the embeddings themselves, not on the 2-D projections.
 
 # %%
 stages = {v: figures.load_stages(d) for v, d in run_dirs.items()}
-separation = figures.separation_table(stages, scenes)
+stage_scenes = scenes[:len(stages["clip"]["end"])]    # train.STAGE_IMAGES: the first test images
+separation = figures.separation_table(stages, stage_scenes)
 tables.write(separation, out_dir, "embedding_separation", floatfmt=".3f")
 separation.pivot(index="model", columns="stage", values="silhouette").loc[list(VARIANTS), list(figures.STAGES)].round(3)
 
 # %%
 shown = {v: stages[v] for v in ("clip", "osdpm")}
-frame = figures.embedding_frame(shown, scenes, methods=("tsne", "umap"), seed=seed)
+frame = figures.embedding_frame(shown, stage_scenes, methods=("tsne", "umap"), seed=seed)
 fig = figures.embedding_grid(frame, separation)
 figures.save(fig, out_dir, "07_embedding_space");
 

@@ -1,4 +1,7 @@
-"""Encoding a split and scoring it with the retrieval protocol of ``metrics.py``."""
+"""Encoding a split and scoring it with the retrieval protocol of ``metrics.py``.
+
+Embeddings are normalised and compared in float32 also under bf16 autocast (a bf16 similarity would tie
+captions that differ)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .metrics import retrieval_metrics
 
@@ -19,8 +23,8 @@ class Encoded:
     def sims(self) -> np.ndarray:
         return self.images @ self.texts.T
 
-    def metrics(self) -> dict[str, float]:
-        return retrieval_metrics(self.sims(), self.caption_image)
+    def metrics(self, ties: str = "expected") -> dict[str, float]:
+        return retrieval_metrics(self.sims(), self.caption_image, ties)
 
 
 @torch.no_grad()
@@ -32,7 +36,7 @@ def encode_images(model, images_u8: torch.Tensor, normalizer, batch_size: int = 
         x = normalizer(images_u8[i:i + batch_size].to(device, non_blocking=True))
         with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype,
                             enabled=autocast_dtype is not None):
-            out.append(model.encode_image(x).float().cpu())
+            out.append(F.normalize(model.encode_image(x, normalize=False).float(), dim=-1).cpu())
     return torch.cat(out).numpy()
 
 
@@ -43,5 +47,6 @@ def encode_texts(model, tokens: torch.Tensor, batch_size: int = 1024, device="cp
     for i in range(0, len(tokens), batch_size):
         with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype,
                             enabled=autocast_dtype is not None):
-            out.append(model.encode_text(tokens[i:i + batch_size].to(device)).float().cpu())
+            out.append(F.normalize(model.encode_text(tokens[i:i + batch_size].to(device), normalize=False).float(),
+                                   dim=-1).cpu())
     return torch.cat(out).numpy()

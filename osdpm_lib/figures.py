@@ -416,3 +416,18 @@ def search_figure(images, indices, scores, query: str, titles=None, relevant=Non
     fig.suptitle(f"“{query}”", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------------------ paired comparisons (Table 3)
+def paired_ci_plot(paired: pd.DataFrame, ax=None):
+    """Mean paired Rsum difference with its bootstrap CI per comparison (``stats.compare_runs`` output)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 0.45 * len(paired) + 1.2))
+    y = np.arange(len(paired))[::-1]
+    err = np.vstack([paired["diff"] - paired["ci_low"], paired["ci_high"] - paired["diff"]])
+    ax.errorbar(paired["diff"], y, xerr=err, fmt="o", color="k", capsize=4)
+    ax.axvline(0, color="gray", ls="--", lw=1)
+    ax.set_yticks(y, paired["comparison"])
+    ax.set_xlabel("test Rsum difference (mean over seeds, 95% CI)")
+    ax.figure.tight_layout()
+    return ax

@@ -1,7 +1,8 @@
 """Backbone factory, DAPN, OSFCM and the OSDPM wrapper.
 
 * ``build_clip(name, pretrained)`` — any open_clip model; ``pretrained`` is an open_clip tag
-  (``"openai"``, ``"laion2b_s34b_b79k"``), a local checkpoint path (loaded by open_clip with
+  (``"openai"``, ``"laion2b_s34b_b79k"``), the tag of a checkpoint shipped in ``weights/`` (``"synthpre"``: the
+  book's pretrained ``osdpm-tiny-vit``, see ``osdpm_lib/pretrain.py``), a local checkpoint path (loaded by open_clip with
   ``weights_only=True``) or ``None`` (random init; the offline default ``osdpm-tiny-vit``, whose config
   ships in ``model_configs/``).
 * ``DAPN`` — dual-attention perception network over the visual token grid:
@@ -27,6 +28,7 @@ from torch import nn
 from . import checkpoints
 
 CONFIG_DIR = Path(__file__).with_name("model_configs")
+WEIGHTS_DIR = Path(__file__).with_name("weights")
 open_clip.add_model_config(CONFIG_DIR)
 
 VARIANTS = ("clip", "clip+dapn", "osdpm")
@@ -40,6 +42,7 @@ def build_clip(name: str = "osdpm-tiny-vit", pretrained: str | None = None, **kw
     :func:`osdpm_lib.checkpoints.load` first, so a pickle that could run code is refused; one that does not fit
     the architecture raises :class:`~osdpm_lib.checkpoints.CheckpointError` naming the file.
     """
+    pretrained = str(bundled_weights(name, pretrained) or pretrained) if pretrained else pretrained
     if pretrained and (Path(pretrained).suffix in CHECKPOINT_SUFFIXES or Path(pretrained).is_file()):
         checkpoints.load(pretrained)   # exists, is safe to unpickle, is not truncated
         model = open_clip.create_model(name, pretrained=None, **kwargs)
@@ -52,6 +55,13 @@ def build_clip(name: str = "osdpm-tiny-vit", pretrained: str | None = None, **kw
                 f"architecture?): {detail}") from exc
         return model
     return open_clip.create_model(name, pretrained=pretrained or None, weights_only=True, **kwargs)
+
+
+def bundled_weights(name: str, tag: str | None) -> Path | None:
+    """The checkpoint shipped with the library for model ``name`` and tag ``tag`` (``weights/<name>_<tag>.safetensors``,
+    e.g. ``osdpm-tiny-vit`` / ``synthpre``, made by ``make pretrain``), or None when there is none."""
+    path = WEIGHTS_DIR / f"{name}_{tag}.safetensors" if tag and "/" not in tag else None
+    return path if path is not None and path.is_file() else None
 
 
 def tokenizer_for(name: str = "osdpm-tiny-vit"):

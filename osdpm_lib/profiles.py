@@ -1,39 +1,59 @@
-"""Sizes of the book.  ``default``: the embedded benchmark at a size the whole book runs in about
-15 minutes on 2 CPU cores; ``ci``: a few hundred images, for the notebooks that nbval re-executes;
-``finetune``: a pretrained CLIP (e.g. ``ViT-B-32`` / ``openai``, RemoteCLIP, GeoRSCLIP) fine-tuned on a real
-data set (RSICD, RSITMD) on a GPU.  Its values follow common CLIP fine-tuning practice on these data sets (small
-backbone learning rate, larger batch); they have not been run here (no weights, data or long GPU time offline).
-``n_images`` and ``image_size`` apply to the embedded benchmark only."""
+"""Sizes of the book.  Each profile sets the embedded benchmark's size (``n_images``, ``n_val``, ``n_test``,
+``image_size``, ``seeds``) and any :class:`osdpm_lib.train.TrainConfig` field (an unknown key is an error).
+
+* ``default``: the book.  The embedded benchmark with a test split of 1,000 images and a validation split of 300,
+  five seeds, and every variant fine-tuned from the book's pretrained CLIP (``osdpm-tiny-vit`` / ``synthpre``,
+  ``osdpm_lib/pretrain.py``).  Learning rates and epochs were chosen on validation only (``docs/TUNING.md``).
+  The whole book runs in about 15 minutes on 2 CPU cores.
+* ``ci``: a few hundred images, the same pretrained start, for the notebooks that nbval re-executes.
+* ``scratch``: the earlier default: the tiny CLIP trained from random initialisation (3 seeds, 154 test images).
+* ``finetune``: a pretrained CLIP (e.g. ``ViT-B-32`` / ``openai``, RemoteCLIP, GeoRSCLIP) fine-tuned on a real data
+  set (RSICD, RSITMD) on a GPU.  Its values follow common CLIP fine-tuning practice on these data sets (small
+  backbone learning rate, larger batch); they have not been run here (no weights, data or long GPU time offline).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+
+# keys of a profile that are not TrainConfig fields: the embedded benchmark's size and the seeds
+DATA_KEYS = frozenset({"n_images", "n_val", "n_test", "image_size", "seeds"})
+
 PROFILES: dict[str, dict] = {
     "default": {
-        "n_images": 1600,
-        "image_size": 64,
-        "epochs": 12,
+        "n_images": 2500, "n_val": 300, "n_test": 1000, "image_size": 64,
+        "seeds": [0, 1, 2, 3, 4],
+        "pretrained": "synthpre",
+        "epochs": 4,
         "batch_size": 64,
-        "seeds": [0, 1, 2],
-        "lr": 1e-3,
-        "module_lr": 2e-3,
+        "lr": 1e-4,
+        "module_lr": 1e-3,
         "lambda_osfcm": 1.0,
     },
     "ci": {
-        "n_images": 200,
-        "image_size": 64,
+        "n_images": 200, "image_size": 64,
+        "seeds": [0, 1, 2],
+        "pretrained": "synthpre",
         "epochs": 2,
         "batch_size": 32,
+        "lr": 1e-4,
+        "module_lr": 1e-3,
+        "lambda_osfcm": 1.0,
+    },
+    "scratch": {
+        "n_images": 1600, "image_size": 64,
         "seeds": [0, 1, 2],
+        "epochs": 12,
+        "batch_size": 64,
         "lr": 1e-3,
         "module_lr": 2e-3,
         "lambda_osfcm": 1.0,
     },
     "finetune": {
-        "n_images": 1600,
-        "image_size": 64,
+        "n_images": 1600, "image_size": 64,
+        "seeds": [0, 1, 2],
         "epochs": 15,
         "batch_size": 128,
-        "seeds": [0, 1, 2],
         "lr": 1e-5,
         "module_lr": 1e-4,
         "lambda_osfcm": 1.0,
@@ -49,14 +69,26 @@ def get(name: str) -> dict:
 
 
 def train_config(name: str, variant: str = "clip", seed: int = 0, **overrides):
-    """The ``TrainConfig`` of a profile for one variant and seed (``overrides`` win)."""
+    """The ``TrainConfig`` of a profile for one variant and seed: every profile key that is a ``TrainConfig``
+    field, then ``overrides`` (those that are not None win).  A profile key that is neither a field nor one of
+    :data:`DATA_KEYS` raises ``KeyError``."""
     from .train import TrainConfig
 
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
     p = get(name)
-    keys = {"epochs", "batch_size", "lr", "module_lr", "lambda_osfcm"}
-    kw = {k: p[k] for k in keys if k in p} | {"variant": variant, "seed": seed}
+    unknown = sorted(set(p) - fields - DATA_KEYS)
+    if unknown:
+        raise KeyError(f"profile {name!r}: unknown keys {unknown} (neither TrainConfig fields nor {sorted(DATA_KEYS)})")
+    kw = {k: v for k, v in p.items() if k in fields} | {"variant": variant, "seed": seed}
     kw.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**kw)
+
+
+def data_sizes(name: str) -> dict:
+    """The embedded benchmark's generation arguments of a profile (``n_images``, ``image_size``, ``n_val``,
+    ``n_test`` where set)."""
+    p = get(name)
+    return {k: p[k] for k in ("n_images", "image_size", "n_val", "n_test") if k in p}
 
 
 def run_name(variant: str, seed: int) -> str:

@@ -15,6 +15,7 @@ to it, so that the stored notebook re-executes unchanged (nbval) from where it l
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -57,6 +58,9 @@ def run_chain(name: str, profile: str = "default", dataset: str = "embedded", on
               results_root: Path = ROOT / "results", log=print, runs_root: Path = ROOT / "runs", **extra) -> list[Path]:
     out, params = chain_parameters(name, profile, dataset, results_root, runs_root, **extra)
     out.mkdir(parents=True, exist_ok=True)
+    if not only:     # a whole chain: record the numeric environment its numbers depend on
+        from .train import numeric_environment
+        (out / "environment.json").write_text(json.dumps(numeric_environment(), indent=2) + "\n")
     done = []
     for src in notebooks(only):
         nb = jupytext.read(src)

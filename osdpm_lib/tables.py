@@ -24,9 +24,11 @@ DATASETS = {"RSICD": "table1", "RSITMD": "table2"}
 
 # ablation variants of osdpm_lib.train -> the paper's Table 3 names, and the labels of the rows this
 # book measures in Tables 1/2
-PAPER_NAMES = {"clip": "CLIP", "clip+dapn": "CLIP+DAPN", "osdpm": "CLIP+DAPN+OSFCM"}
+PAPER_NAMES = {"clip": "CLIP", "clip+dapn": "CLIP+DAPN", "osdpm": "CLIP+DAPN+OSFCM",
+               "zero-shot": "CLIP zero-shot", "frozen": "CLIP (frozen)+DAPN+OSFCM"}
 BOOK_LABELS = {"clip": "CLIP fine-tune (this book)", "clip+dapn": "CLIP+DAPN (this book)",
-               "osdpm": "OSDPM (this book)"}
+               "osdpm": "OSDPM (this book)", "zero-shot": "CLIP zero-shot (this book)",
+               "frozen": "OSDPM, frozen backbone (this book)"}
 FINETUNED_CLIP = "fine-tuned CLIP (as reported by OSDPM)"
 
 
@@ -179,49 +181,40 @@ def ablation_means(ablation: pd.DataFrame, labels: dict[str, str] | None = None,
     return out
 
 
-def table3(ablation: pd.DataFrame, measured_on: str) -> pd.DataFrame:
+def table3(ablation: pd.DataFrame, measured_on: str, paired: pd.DataFrame | None = None,
+           baseline: str = "clip") -> pd.DataFrame:
     """The paper's Table 3 (RSICD and RSITMD blocks, as reported) above the measured ablation
-    (``ablation_table`` output; cells ``"mean ± std"`` over seeds).  Metric cells are strings."""
+    (``ablation_table`` output; cells ``"mean ± std"`` over seeds).  With ``paired`` (``stats.compare_runs``
+    output), the column ``vs_<baseline>`` holds each measured row's paired Rsum difference to ``baseline`` with
+    its 95% CI (``"+1.23 [-0.40, 2.90]"``; a pair ``baseline − row`` is shown negated).  Metric cells are strings."""
     paper = reported(table="table3")
+    col = f"vs_{baseline}"
+    ci = {}
+    if paired is not None:
+        for r in paired.to_dict("records"):
+            a, b = r["comparison"].split(" − ")
+            if b == baseline:
+                ci[a] = f"{r['diff']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
+            elif a == baseline:
+                ci[b] = f"{-r['diff']:+.2f} [{-r['ci_high']:+.2f}, {-r['ci_low']:+.2f}]"
     rows = []
     for r in paper.to_dict("records"):
         rows.append({"evaluated_on": f"{r['dataset']} test (reported)", "method": r["method"],
                      "measured_here": "no", **{k: f"{r[k]:.2f}" for k in (*RECALLS, "rsum")},
-                     "seeds": "", "source": r["source"]})
+                     "seeds": "", col: "", "source": r["source"]})
     for r in ablation.to_dict("records"):
         rows.append({"evaluated_on": f"{measured_on} test (measured here)", "method": r["method"],
                      "measured_here": "yes", **{k: r[k] for k in (*RECALLS, "rsum")},
-                     "seeds": str(int(r["n_seeds"])), "source": "this book (mean ± std over seeds)"})
+                     "seeds": str(int(r["n_seeds"])), col: ci.get(r["variant"], ""),
+                     "source": "this book (mean ± std over seeds)"})
     return pd.DataFrame(rows)
 
 
-def ablation_verdict(runs: pd.DataFrame, variant: str = "osdpm", baseline: str = "clip",
-                     metric: str = "rsum") -> dict:
-    """Does ``variant`` beat ``baseline`` on ``metric``?  From one row per (variant, seed).
+def protocol_note(n_test_images: int, seeds: dict[str, int], ties: str = "expected", n_boot: int | None = None) -> str:
+    """The line printed under every measured table: tie rule, test images, seeds per row (and bootstrap size)."""
+    from .metrics import TIE_RULES
 
-    The criterion: the mean of ``variant`` exceeds the mean of ``baseline`` by more than twice the larger
-    of the two seed standard deviations (ddof=1).  Seeds shared by both variants are paired (same
-    backbone initialisation and data order), so the per-seed differences are reported too.  All values
-    are scalars (a flat dict, one table row).
-    """
-    for v in (variant, baseline):
-        if not (runs["variant"] == v).any():
-            raise ValueError(f"no runs of variant {v!r} (have {sorted(runs['variant'].unique())})")
-    a = runs[runs["variant"] == variant].set_index("seed")[metric]
-    b = runs[runs["variant"] == baseline].set_index("seed")[metric]
-    sa, sb = a.std(ddof=1), b.std(ddof=1)
-    threshold = 2.0 * max(sa, sb) if len(a) > 1 and len(b) > 1 else float("nan")
-    diff = float(a.mean() - b.mean())
-    paired = (a - b).dropna().sort_index()
-    return {
-        "variant": variant, "baseline": baseline, "metric": metric,
-        "n_seeds": int(min(len(a), len(b))),
-        f"{metric}_mean": float(a.mean()), f"{metric}_std": float(sa),
-        f"baseline_{metric}_mean": float(b.mean()), f"baseline_{metric}_std": float(sb),
-        "difference": diff, "threshold_2std": float(threshold),
-        "beats_baseline": bool(diff > threshold) if threshold == threshold else False,
-        "paired_differences": ", ".join(f"s{s}: {d:+.2f}" for s, d in paired.items()),
-        "paired_difference_mean": float(paired.mean()) if len(paired) else float("nan"),
-        "paired_difference_std": float(paired.std(ddof=1)) if len(paired) > 1 else float("nan"),
-        "seeds_better": int((paired > 0).sum()),
-    }
+    per_row = ", ".join(f"{k}: {v}" for k, v in seeds.items())
+    boot = f"; paired bootstrap: {n_boot} replicates over test images, nested over seeds, 95% percentile CI" \
+        if n_boot else ""
+    return f"Tie rule: {ties} ({TIE_RULES[ties]}). Test images: {n_test_images}. Seeds per row: {per_row}{boot}."

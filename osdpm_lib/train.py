@@ -4,7 +4,8 @@
 variants ``clip``, ``clip+dapn``, ``osdpm``; selects the epoch on **validation Rsum only**, evaluates the
 test split **once** with the selected weights, and writes to ``run_dir``:
 ``config.json`` (resolved), ``metrics.csv`` (per epoch), ``best.pt``, ``test_metrics.json``,
-``embeddings.npz`` (test image embeddings at the start, middle and end of training, for figures) and
+``embeddings.npz`` (embeddings of the first ``STAGE_IMAGES`` test images at the start, middle and end of training,
+for figures) and
 ``test_encoded.npz`` (the selected model's test embeddings); while it runs, ``last.pt`` (everything needed to
 resume exactly).  Every file is written atomically; a folder belongs to one configuration and data set
 (``config_key``, ``data_key``) and is never silently overwritten.
@@ -36,10 +37,12 @@ from .cache import Normalizer, SplitTensors, augment
 from .data import load as load_annotations
 from .evaluate import Encoded, encode_images, encode_texts
 from .losses import OSDPMLoss
-from .metrics import retrieval_metrics
 from .priors import cached_image_priors
 from .models import OSDPM, VARIANTS, build_clip, category_text_embeddings, preprocess_config, tokenizer_for
 
+
+LOSS_KEYS = ("total", "contrastive", "osfcm")
+STAGE_IMAGES = 500      # embeddings.npz: the first test images, encoded at the start, middle and end of training
 
 # TrainConfig fields that change nothing in the numbers: not part of the run's identity.
 _NOT_IN_KEY = ("progress", "checkpoint_every")
@@ -57,9 +60,11 @@ class TrainConfig:
     weight_decay: float = 0.1
     warmup_frac: float = 0.1
     seed: int = 0
+    freeze_backbone: bool = False    # train only DAPN/OSFCM and CLIP's two projections (+ logit scale)
     lambda_osfcm: float = 1.0
     osfcm_tau: float = 0.1
     prior_threshold: float = 0.4
+    ties: str = "expected"           # tie rule of the retrieval metrics (validation selection and test), metrics.TIE_RULES
     augment: bool = True
     device: str = "auto"
     precision: str = "auto"          # "bf16" autocast on CUDA, fp32 on CPU
@@ -78,6 +83,15 @@ class TrainConfig:
     def key(self) -> str:
         blob = json.dumps({k: v for k, v in dataclasses.asdict(self).items() if k not in _NOT_IN_KEY}, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def numeric_environment() -> dict:
+    """What decides the last bits of a CPU run besides the seed: torch's version, its CPU kernel path
+    (``ATEN_CPU_CAPABILITY``), MKL's and oneDNN's code paths (``MKL_CBWR``, ``ONEDNN_MAX_CPU_ISA``) and the number of
+    threads.  Two runs with equal environments and seeds give bit-identical results (docs/REPRODUCIBILITY.md)."""
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "MKL_CBWR": os.environ.get("MKL_CBWR", ""), "ONEDNN_MAX_CPU_ISA": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
+            "threads": torch.get_num_threads()}
 
 
 def seed_everything(seed: int) -> None:
@@ -156,9 +170,22 @@ def load_bundle(data_dir, tokenizer, preprocess: dict, with_priors: bool, prior_
                   Normalizer(preprocess["mean"], preprocess["std"]), prior)
 
 
+# Backbone parameters that still train when the backbone is frozen: the two projections into the joint space
+# and the temperature (ViT: ``visual.proj``; ModifiedResNet: the attention pool's output projection).
+FROZEN_TRAINABLE = ("visual.proj", "text_projection", "logit_scale", "visual.attnpool.c_proj.")
+
+
+def freeze_backbone(clip: torch.nn.Module) -> None:
+    """Stop gradients into every backbone parameter except :data:`FROZEN_TRAINABLE`."""
+    for name, p in clip.named_parameters():
+        p.requires_grad_(any(name == k or (k.endswith(".") and name.startswith(k)) for k in FROZEN_TRAINABLE))
+
+
 def build_model(cfg: TrainConfig) -> tuple[OSDPM, object, dict]:
     seed_everything(cfg.seed)
     clip = build_clip(cfg.model, cfg.pretrained)
+    if cfg.freeze_backbone:
+        freeze_backbone(clip)
     tokenizer = tokenizer_for(cfg.model)
     protos = category_text_embeddings(clip, tokenizer, lexicon.CATEGORY_NAMES) if cfg.variant == "osdpm" else None
     torch.manual_seed(cfg.seed + 1)  # new modules: same init whatever came before
@@ -322,7 +349,7 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
         if rank == 0:
             checkpoints.write_text(run_dir / "config.json", json.dumps(
                 dataclasses.asdict(cfg) | {"data_dir": str(data_dir)} | identity, indent=2))
-        stages = {"start": encode_images(model, bundle.test.images, normalizer, cfg.eval_batch_size, device, amp)}
+        stages = {"start": encode_images(model, bundle.test.images[:STAGE_IMAGES], normalizer, cfg.eval_batch_size, device, amp)}
         history, best, epoch0, step0, perm, sums = [], {"rsum": -1.0, "epoch": -1}, 1, 0, None, None
     else:
         checkpoints.load_into(model, resume["model"], last, _model_label(cfg))
@@ -345,12 +372,31 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
                 "epoch": epoch, "step": step, "perm": perm,
                 "sums": None if sums is None else {k: float(v) for k, v in sums.items()}}, last)
 
+    def validate(epoch: int, train_time: float, steps: int, sums) -> None:
+        """Score validation after ``epoch`` (0: the starting weights); keep the first best as ``best.pt``."""
+        nonlocal best
+        val = encode_split(model, bundle.val, normalizer, cfg, device, amp).metrics(cfg.ties)
+        row = {"epoch": epoch, "lr": step_fn.sched.get_last_lr()[0] if epoch else 0.0, "train_s": round(train_time, 3),
+               "pairs_per_s": round(steps * global_bs / max(train_time, 1e-9), 1) if steps else 0.0}
+        row |= {f"loss_{k}": float(sums[k]) / max(1, steps_per_epoch) if sums else float("nan") for k in LOSS_KEYS}
+        row |= {f"val_{k}": v for k, v in val.items()}
+        history.append(row)
+        if rank == 0:
+            _write_history(run_dir / "metrics.csv", history)
+        if val["rsum"] > best["rsum"]:     # strictly greater: the first of tied epochs is kept
+            best = {"rsum": val["rsum"], "epoch": epoch}
+            if rank == 0:
+                checkpoints.save({"model": model.state_dict(), "config": dataclasses.asdict(cfg), "epoch": epoch},
+                                 run_dir / "best.pt")
+
+    if resume is None:      # epoch 0: the starting weights are a candidate too (an untrained run is zero-shot)
+        validate(0, 0.0, 0, None)
     local_bs = global_bs // world
     for epoch in range(epoch0, cfg.epochs + 1):
         model.train()
         if perm is None:
             perm = torch.randperm(n_train, generator=gen)
-            sums = {"total": 0.0, "contrastive": 0.0, "osfcm": 0.0}
+            sums = dict.fromkeys(LOSS_KEYS, 0.0)
         t0 = time.perf_counter()
         bar = tqdm(range(step0, steps_per_epoch), desc=f"{cfg.variant} s{cfg.seed} epoch {epoch}/{cfg.epochs}",
                    disable=not cfg.progress or rank != 0, leave=False, initial=step0, total=steps_per_epoch)
@@ -367,31 +413,18 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
                 checkpoint(epoch, step + 1, perm, sums)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        train_time = time.perf_counter() - t0
-        val = encode_split(model, bundle.val, normalizer, cfg, device, amp).metrics()
-        row = {"epoch": epoch, "lr": step_fn.sched.get_last_lr()[0], "train_s": round(train_time, 3),
-               "pairs_per_s": round((steps_per_epoch - step0) * global_bs / max(train_time, 1e-9), 1)}
-        row |= {f"loss_{k}": float(v) / max(1, steps_per_epoch) for k, v in sums.items()}
-        row |= {f"val_{k}": v for k, v in val.items()}
-        history.append(row)
-        if rank == 0:
-            _write_history(run_dir / "metrics.csv", history)
-        if val["rsum"] > best["rsum"]:
-            best = {"rsum": val["rsum"], "epoch": epoch}
-            if rank == 0:
-                checkpoints.save({"model": model.state_dict(), "config": dataclasses.asdict(cfg), "epoch": epoch},
-                                 run_dir / "best.pt")
+        validate(epoch, time.perf_counter() - t0, steps_per_epoch - step0, sums)
         if epoch == (cfg.epochs + 1) // 2:
-            stages["mid"] = encode_images(model, bundle.test.images, normalizer, cfg.eval_batch_size, device, amp)
+            stages["mid"] = encode_images(model, bundle.test.images[:STAGE_IMAGES], normalizer, cfg.eval_batch_size, device, amp)
         perm, sums, step0 = None, None, 0
         checkpoint(epoch + 1, 0, None, None)
-    stages["end"] = encode_images(model, bundle.test.images, normalizer, cfg.eval_batch_size, device, amp)
+    stages["end"] = encode_images(model, bundle.test.images[:STAGE_IMAGES], normalizer, cfg.eval_batch_size, device, amp)
     if rank != 0:
         return {}
     checkpoints.load_into(model, checkpoints.load(run_dir / "best.pt")["model"], run_dir / "best.pt",
                           _model_label(cfg))
     enc = encode_split(model, bundle.test, normalizer, cfg, device, amp)   # the only test evaluation
-    test = retrieval_metrics(enc.sims(), enc.caption_image)
+    test = enc.metrics(cfg.ties)
     with checkpoints.atomic_path(run_dir / "embeddings.npz") as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **stages)
     with checkpoints.atomic_path(run_dir / "test_encoded.npz") as tmp, open(tmp, "wb") as f:

@@ -100,12 +100,15 @@ def test_ablation_table_single_seed_and_missing_columns():
         tables.ablation_table(runs.drop(columns=["variant"]))
 
 
-def test_ablation_verdict():
-    v = tables.ablation_verdict(_runs(), "osdpm", "clip")
-    assert v["difference"] == pytest.approx(30.0) and v["threshold_2std"] == pytest.approx(7.0)
-    assert v["beats_baseline"] and v["seeds_better"] == 3 and v["n_seeds"] == 3
-    assert all(np.isscalar(x) for x in v.values())
-    assert not tables.ablation_verdict(_runs(), "clip", "osdpm")["beats_baseline"]
+def test_table3_paired_column_and_protocol_note():
+    paired = pd.DataFrame([{"comparison": "osdpm − clip", "diff": 2.5, "ci_low": 0.5, "ci_high": 4.0},
+                           {"comparison": "clip − zero-shot", "diff": 30.0, "ci_low": 20.0, "ci_high": 40.0}])
+    t = tables.table3(tables.ablation_table(_runs()), "embedded", paired)
+    measured = t[t["measured_here"] == "yes"].set_index("method")
+    assert measured.loc["CLIP+DAPN+OSFCM", "vs_clip"] == "+2.50 [+0.50, +4.00]"
+    assert measured.loc["CLIP", "vs_clip"] == "" and measured.loc["CLIP+DAPN", "vs_clip"] == ""
+    note = tables.protocol_note(1000, {"clip": 5, "zero-shot": 1}, "expected", 2000)
+    assert "Test images: 1000" in note and "clip: 5" in note and "2000 replicates" in note and "random" in note
 
 
 # ---------------------------------------------------------------------------------- Tables 1-3
@@ -143,7 +146,7 @@ def test_comparison_table_accepts_plain_metric_rows():
 
 def test_table3_paper_beside_measured():
     t = tables.table3(tables.ablation_table(_runs()), "embedded")
-    assert len(t) == 9
+    assert len(t) == 9 and set(t["vs_clip"]) == {""}
     assert list(t["measured_here"]) == ["no"] * 6 + ["yes"] * 3
     assert t.loc[6, "rsum"] == "100.00 ± 3.50" and t.loc[6, "method"] == "CLIP"
     assert set(t.loc[:5, "evaluated_on"]) == {"RSICD test (reported)", "RSITMD test (reported)"}

@@ -31,9 +31,10 @@ def test_run_folder(run):
         assert (run_dir / f).exists(), f
     assert json.loads((run_dir / "config.json").read_text())["variant"] == "osdpm"
     hist = pd.read_csv(run_dir / "metrics.csv")
-    assert list(hist.epoch) == [1, 2, 3]
+    assert list(hist.epoch) == [0, 1, 2, 3]        # epoch 0: the starting weights, scored on validation
     assert {"loss_total", "loss_contrastive", "loss_osfcm", "val_rsum", "pairs_per_s"} <= set(hist.columns)
-    assert (hist.loss_osfcm > 0).all()
+    assert hist.loss_osfcm.iloc[0] != hist.loss_osfcm.iloc[0]      # NaN: nothing trained yet
+    assert (hist.loss_osfcm.iloc[1:] > 0).all()
 
 
 def test_selection_on_validation_only(run):
@@ -69,3 +70,43 @@ def test_finished_run_is_reused(run, data_dir):
     mtime = (run_dir / "best.pt").stat().st_mtime_ns
     assert train(cfg, data_dir, run_dir) == res
     assert (run_dir / "best.pt").stat().st_mtime_ns == mtime
+
+
+def test_zero_shot_run_scores_the_pretrained_weights(data_dir, tmp_path):
+    """epochs=0: no step is taken; the selected epoch is 0 and the test row is the starting model's."""
+    from osdpm_lib.cache import Normalizer, SplitTensors
+    from osdpm_lib.data import load
+    from osdpm_lib.evaluate import encode_images, encode_texts
+    from osdpm_lib.train import build_model
+
+    cfg = profiles.train_config("ci", "clip", 0, epochs=0, progress=False)
+    res = train(cfg, data_dir, tmp_path / "zs")
+    assert res["best_epoch"] == 0 and list(pd.read_csv(tmp_path / "zs" / "metrics.csv").epoch) == [0]
+    model, tok, pre = build_model(cfg)
+    split = SplitTensors.build(load(data_dir).split("test"), data_dir / "images", pre["image_size"], tok)
+    enc = Encoded(encode_images(model, split.images, Normalizer(pre["mean"], pre["std"])),
+                  encode_texts(model, split.tokens), split.caption_image.numpy())
+    assert enc.metrics() == pytest.approx(res["test"])
+
+
+def test_frozen_backbone_trains_only_projections_and_modules():
+    """One optimisation step with a frozen backbone moves DAPN, OSFCM, the two projections and the temperature,
+    and no other backbone weight."""
+    from osdpm_lib import lexicon
+    from osdpm_lib.cache import Normalizer
+    from osdpm_lib.train import Stepper, build_model
+
+    cfg = profiles.train_config("ci", "osdpm", 0, freeze_backbone=True, progress=False, augment=False)
+    model, tok, pre = build_model(cfg)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    step = Stepper(model, cfg, Normalizer(pre["mean"], pre["std"]), torch.device("cpu"), None, total_steps=10)
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (8, 3, pre["image_size"], pre["image_size"]), dtype=torch.uint8, generator=g)
+    prior = torch.softmax(torch.randn(8, len(lexicon.CATEGORY_NAMES), generator=g), dim=1)
+    for _ in range(2):      # the first step of the schedule has a small learning rate; two to be sure
+        step(images, tok([f"caption {i}" for i in range(8)]), prior, g)
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(start[k], v)}
+    moved = {k for k in changed if k.startswith("clip.")}     # the temperature may sit at its clamp
+    assert {"clip.visual.proj", "clip.text_projection"} <= moved <= {"clip.visual.proj", "clip.text_projection",
+                                                                     "clip.logit_scale"}
+    assert any(k.startswith("dapn.") for k in changed) and any(k.startswith("osfcm.") for k in changed)
