@@ -343,14 +343,28 @@ def _paint_road(cv: _Canvas, n: int, size: tuple[float, float], through=None, an
         cv.add("road", cv.line_bbox_pts(line, w), colour, w / C)
 
 
+def _strip(cv: _Canvas, cat: str, size: tuple[float, float], centre: tuple[float, float]):
+    """A straight strip across the canvas (runway, railway): width drawn from ``size``, a random angle, its
+    centre in ``centre`` (fractions of the side) on both axes, a colour of ``cat``.  Returns
+    ``(width, angle, cx, cy, colour, corner points)`` (1.6 canvas sides long)."""
+    rng, C = cv.rng, cv.C
+    w = rng.uniform(*size) * C
+    th = rng.uniform(0, math.pi)
+    cx, cy = rng.uniform(*centre) * C, rng.uniform(*centre) * C
+    colour = cv.colour_for(cat)
+    return w, th, cx, cy, colour, _rot(_rect(1.6 * C, w), cx, cy, th)
+
+
+def _add_axis(cv: _Canvas, cx: float, cy: float, th: float, w: float) -> None:
+    """Record the axis of a strip (1.6 canvas sides long, width ``w``) as a road other objects may follow."""
+    C = cv.C
+    cv.roads.append(([_rot([(-0.8 * C, 0)], cx, cy, th)[0], _rot([(0.8 * C, 0)], cx, cy, th)[0]], w, th))
+
+
 def _paint_runway(cv: _Canvas, n: int, size: tuple[float, float]) -> None:
     rng, C, d = cv.rng, cv.C, cv.draw
     for _ in range(n):
-        w = rng.uniform(*size) * C
-        th = rng.uniform(0, math.pi)
-        cx, cy = rng.uniform(0.3, 0.7) * C, rng.uniform(0.3, 0.7) * C
-        colour = cv.colour_for("runway")
-        pts = _rot(_rect(1.6 * C, w), cx, cy, th)
+        w, th, cx, cy, colour, pts = _strip(cv, "runway", size, (0.3, 0.7))
         d.polygon(pts, fill=cv.jitter(COLOURS[colour], 6.0))
         for t in np.arange(-0.8 * C, 0.8 * C, 0.1 * C):  # centre-line dashes
             d.polygon(_rot([(t + x, y) for x, y in _rect(0.05 * C, max(1.0, w * 0.08))], cx, cy, th), fill=(225, 225, 220))
@@ -359,18 +373,14 @@ def _paint_runway(cv: _Canvas, n: int, size: tuple[float, float]) -> None:
         d.line(taxi, fill=cv.jitter(COLOURS["gray"], 6.0), width=max(1, int(w * 0.35)))
         cv.mark(["paved"], pts=pts)
         cv.mark(["occupied"], pts=_rot(_rect(1.6 * C, w * 1.2), cx, cy, th))
-        cv.roads.append(([_rot([(-0.8 * C, 0)], cx, cy, th)[0], _rot([(0.8 * C, 0)], cx, cy, th)[0]], w, th))
+        _add_axis(cv, cx, cy, th, w)
         cv.add("runway", pts, colour, 1.0)
 
 
 def _paint_railway(cv: _Canvas, n: int, size: tuple[float, float]) -> None:
     rng, C, d = cv.rng, cv.C, cv.draw
     for _ in range(n):
-        band = rng.uniform(*size) * C
-        th = rng.uniform(0, math.pi)
-        cx, cy = rng.uniform(0.35, 0.65) * C, rng.uniform(0.35, 0.65) * C
-        colour = cv.colour_for("railway")
-        pts = _rot(_rect(1.6 * C, band), cx, cy, th)
+        band, th, cx, cy, colour, pts = _strip(cv, "railway", size, (0.35, 0.65))
         d.polygon(pts, fill=cv.jitter((128, 112, 96) if colour == "brown" else (120, 120, 116), 6.0))
         k = int(rng.integers(3, 8))
         tw = max(1, int(round(0.012 * C)))
@@ -385,7 +395,7 @@ def _paint_railway(cv: _Canvas, n: int, size: tuple[float, float]) -> None:
                           fill=cv.jitter((196, 196, 190), 6.0))
         cv.mark(["occupied", "paved"], pts=pts)
         cv.add("railway", pts, colour, band / C)
-        cv.roads.append(([_rot([(-0.8 * C, 0)], cx, cy, th)[0], _rot([(0.8 * C, 0)], cx, cy, th)[0]], band, th))
+        _add_axis(cv, cx, cy, th, band)
 
 
 def _paint_viaduct(cv: _Canvas, n: int, size: tuple[float, float]) -> None:
