@@ -36,7 +36,8 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import display
 
-from osdpm_lib import audit, data, explain, figures, pretrain, profiles, synth
+from osdpm_lib import audit, data, figures, pretrain, profiles, synth, tables
+from osdpm_lib.synth import groundtruth
 
 data_path = Path(data_dir)
 if dataset == "embedded":
@@ -51,16 +52,16 @@ pd.DataFrame(summary["splits"]).T
 # public annotation files).
 
 # %%
-stats = synth.caption_stats(next(data_path.glob("dataset*.json"))) if dataset == "embedded" else None
-rsicd = pd.read_csv(Path(figures.__file__).with_name("literature") / "rsicd_stats.csv")
+stats = audit.caption_stats(next(data_path.glob("dataset*.json"))) if dataset == "embedded" else None
+rsicd = pd.read_csv(tables.literature_file("rsicd_stats.csv"))
 table = rsicd.set_index("statistic")[["rsicd"]]
 if stats is not None:
     table["this dataset"] = [stats[k] for k in table.index]
 table.round(3)
 
 # %%
-gt = explain.load_ground_truth(data_path)     # None for a real dataset: scenes from the filenames then
-scenes = dict(zip((r.filename for r in ann.images), explain.scenes_for(ann.images, gt)))
+gt = groundtruth.load_ground_truth(data_path)    # None for a real dataset: scenes from the filenames then
+scenes = dict(zip((r.filename for r in ann.images), groundtruth.scenes_for(ann.images, gt)))
 per_scene = pd.Series([s or "unknown" for s in scenes.values()]).value_counts()
 print(f"{len(per_scene)} scene classes; images per class: min {per_scene.min()}, max {per_scene.max()}")
 
@@ -78,7 +79,7 @@ figures.save(fig, out_dir, "01_samples");
 
 # %%
 if gt:
-    sizes = synth.object_sizes(data_path / synth.GT_NAME)
+    sizes = audit.object_sizes(data_path / groundtruth.GT_NAME)
     order = sizes.groupby("category")["size"].median().sort_values().index
     g = sns.catplot(data=sizes, y="category", x="size", order=order, kind="box", height=5, aspect=1.4,
                     fliersize=1)
@@ -107,7 +108,7 @@ audit.duplicates(ann)
 # Class balance: images per scene class and split.
 
 # %%
-audit.class_balance(ann, explain.scenes_for(ann.images, gt))
+audit.class_balance(ann, groundtruth.scenes_for(ann.images, gt))
 
 # %% [markdown]
 # ### Overlap between the splits

@@ -30,11 +30,12 @@ from pathlib import Path
 import seaborn as sns
 from IPython.display import display
 
-from osdpm_lib import data, explain, figures, priors, tables
+from osdpm_lib import data, figures, priors, tables
+from osdpm_lib.synth import groundtruth
 
 ann = data.load(data_dir)
 train = ann.split("train")
-scenes = explain.scenes_for(train, explain.load_ground_truth(data_dir))
+scenes = groundtruth.scenes_for(train, groundtruth.load_ground_truth(data_dir))
 pri = priors.cached_image_priors(train, Path(data_dir) / ".cache", threshold=threshold)
 pri.save(Path(out_dir) / "priors_train.npz")
 peak = pri.peakedness()

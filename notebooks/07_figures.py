@@ -39,16 +39,17 @@ from pathlib import Path
 
 import numpy as np
 
-from osdpm_lib import cache, explain, figures, profiles, tables
+from osdpm_lib import cache, embedding, evaluate, explain, figures, priors, profiles, tables
 from osdpm_lib.data import load
 from osdpm_lib.models import VARIANTS
+from osdpm_lib.synth import groundtruth
 from osdpm_lib.train import load_trained
 
 logging.getLogger().setLevel(logging.ERROR)  # open_clip's "no pretrained weights" notes (weights come from best.pt)
 ann = load(data_dir)
 test = ann.split("test")
-gt = explain.load_ground_truth(data_dir)  # None for a real data set: no pointing game then
-scenes = explain.scenes_for(test, gt)
+gt = groundtruth.load_ground_truth(data_dir)  # None for a real data set: no pointing game then
+scenes = groundtruth.scenes_for(test, gt)
 run_dirs = {v: Path(runs_dir) / profiles.run_name(v, seed) for v in VARIANTS}
 trained = {v: load_trained(d) for v, d in run_dirs.items()}         # model, tokenizer, preprocess, config
 encoded = {v: dict(np.load(d / "test_encoded.npz")) for v, d in run_dirs.items()}
@@ -72,17 +73,9 @@ print(f"{len(test)} test images, {len(captions)} captions; profile {profile!r}, 
 # `accuracy_small` repeats the score on the images whose targets cover less than a quarter of the image.
 
 # %%
-maps = {}
-for v in VARIANTS:
-    model = trained[v][0]
-    text = explain.first_caption_features(encoded[v]["texts"], encoded[v]["caption_image"], len(test))
-    if model.dapn is not None:
-        d = explain.dapn_maps(model, images, normalizer)
-        maps[(v, "DAPN spatial")] = d["spatial"]
-        maps[(v, "DAPN saliency")] = d["saliency"]
-    maps[(v, "Grad-CAM")] = explain.gradcam(model, images, text, normalizer)
+maps = explain.attention_maps({v: trained[v][0] for v in VARIANTS}, encoded, images, normalizer)
 boxes = explain.target_boxes(test, gt) if gt is not None else None
-pointing = explain.pointing_game(maps, boxes, gt["image_size"]) if gt is not None else None
+pointing = explain.pointing_game(maps, boxes, groundtruth.image_size(gt)) if gt is not None else None
 if pointing is not None:
     tables.write(pointing, out_dir, "pointing_game", floatfmt=".1f")
 pointing.round(1) if pointing is not None else "no ground truth: pointing game skipped"
@@ -115,15 +108,15 @@ figures.save(fig, out_dir, "07_retrieval_text_to_image");
 # the embeddings themselves, not on the 2-D projections.
 
 # %%
-stages = {v: figures.load_stages(d) for v, d in run_dirs.items()}
+stages = {v: embedding.load_stages(d) for v, d in run_dirs.items()}
 stage_scenes = scenes[:len(stages["clip"]["end"])]    # train.STAGE_IMAGES: the first test images
-separation = figures.separation_table(stages, stage_scenes)
+separation = embedding.separation_table(stages, stage_scenes)
 tables.write(separation, out_dir, "embedding_separation", floatfmt=".3f")
-separation.pivot(index="model", columns="stage", values="silhouette").loc[list(VARIANTS), list(figures.STAGES)].round(3)
+separation.pivot(index="model", columns="stage", values="silhouette").loc[list(VARIANTS), list(embedding.STAGES)].round(3)
 
 # %%
 shown = {v: stages[v] for v in ("clip", "osdpm")}
-frame = figures.embedding_frame(shown, stage_scenes, methods=("tsne", "umap"), seed=seed)
+frame = embedding.embedding_frame(shown, stage_scenes, methods=("tsne", "umap"), seed=seed)
 fig = figures.embedding_grid(frame, separation)
 figures.save(fig, out_dir, "07_embedding_space");
 
@@ -134,11 +127,11 @@ figures.save(fig, out_dir, "07_embedding_space");
 
 # %%
 model, tokenizer = trained["osdpm"][0], trained["osdpm"][1]
-top, sims = figures.search(query, model, tokenizer, encoded["osdpm"]["images"], k=8)
-wanted = explain.caption_categories([query])
+top, sims = evaluate.search(query, model, tokenizer, encoded["osdpm"]["images"], k=8)
+wanted = set(priors.caption_categories(query))
 relevant = None
 if gt is not None and wanted:
-    relevant = [wanted <= {b["category"] for b in gt["images"][test[i].filename]["boxes"]} for i in top]
+    relevant = [wanted <= groundtruth.categories_of(gt, test[i].filename) for i in top]
 print(f"query categories: {sorted(wanted)}; relevant in top {len(top)}: "
       f"{sum(relevant) if relevant is not None else 'n/a'}")
 fig = figures.search_figure(images, top, sims, query, titles=[scenes[i] for i in top], relevant=relevant)

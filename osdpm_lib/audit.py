@@ -15,6 +15,7 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from collections.abc import Sequence
@@ -24,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import SPLITS, AnnotationError, Annotations, load
+from .data import SPLITS, AnnotationError, Annotations, load, tokenize
+from .synth import groundtruth
 
 MAX_DISTANCE = 8  # phash Hamming distance (of 64 bits) up to which two images count as near duplicates
 _TRAILING = re.compile(r"[\s.,;:!?]+$")
@@ -37,9 +39,7 @@ def normalize(caption: str) -> str:
 
 
 def word_count(caption: str) -> int:
-    """Words of a caption: its Karpathy tokens (:func:`osdpm_lib.synth.tokenize`)."""
-    from .synth import tokenize
-
+    """Words of a caption: its Karpathy tokens (:func:`osdpm_lib.data.tokenize`)."""
     return len(tokenize(caption))
 
 
@@ -53,6 +53,58 @@ def length_stats(lengths: Sequence[int]) -> dict:
             "min": int(x.min()), "max": int(x.max())}
 
 
+# ------------------------------------------------------------------- Karpathy json and ground truth
+def caption_stats(json_path: str | Path) -> dict:
+    """Caption and split statistics of a Karpathy json (scenes: :func:`osdpm_lib.synth.groundtruth.scene_of`
+    with a sibling ground_truth.json)."""
+    path = Path(json_path)
+    data = json.loads(path.read_text())
+    gt = groundtruth.load_ground_truth(path.parent)
+    lengths, raws = [], []
+    per_split: dict[str, int] = {}
+    per_scene: dict[str, int] = {}
+    per_image_unique = []
+    for im in data["images"]:
+        per_split[im["split"]] = per_split.get(im["split"], 0) + 1
+        sc = groundtruth.scene_of(im["filename"], gt) or "unknown"
+        per_scene[sc] = per_scene.get(sc, 0) + 1
+        rs = [s["raw"] for s in im["sentences"]]
+        raws += rs
+        per_image_unique.append(len(set(rs)))
+        lengths += [len(s["tokens"]) for s in im["sentences"]]
+    train = [s["raw"] for im in data["images"] if im["split"] == "train" for s in im["sentences"]]
+    n_caps = len(raws)
+    words = length_stats(lengths)
+    return {
+        "n_images": len(data["images"]),
+        "n_captions": n_caps,
+        "captions_per_image": n_caps / max(1, len(data["images"])),
+        "mean_words": words["mean"],
+        "min_words": words["min"],
+        "max_words": words["max"],
+        "unique_captions": len(set(raws)),
+        "unique_ratio": len(set(raws)) / max(1, n_caps),
+        "train_unique_ratio": len(set(train)) / max(1, len(train)),
+        "mean_unique_per_image": float(np.mean(per_image_unique)) if per_image_unique else 0.0,
+        "vocabulary": len({t for im in data["images"] for s in im["sentences"] for t in s["tokens"]}),
+        "images_per_split": dict(sorted(per_split.items())),
+        "images_per_scene": dict(sorted(per_scene.items())),
+    }
+
+
+def object_sizes(gt_path: str | Path):
+    """One row per ground-truth box: filename, scene, category, width, height, size (relative)."""
+    gt = groundtruth.read(gt_path)
+    S = float(groundtruth.image_size(gt))
+    rows = []
+    for fn, scene, category, (x0, y0, x1, y1) in groundtruth.all_boxes(gt):
+        w, h = (x1 - x0) / S, (y1 - y0) / S
+        rows.append({"filename": fn, "scene": scene, "category": category,
+                     "width": w, "height": h, "size": max(w, h)})
+    return pd.DataFrame(rows, columns=["filename", "scene", "category", "width", "height", "size"])
+
+
+# ---------------------------------------------------------------------------------- Annotations
 def split_of(ann: Annotations, split: str) -> Annotations:
     """The annotations of one split only (for :func:`overlap` between splits of one data set)."""
     return Annotations(ann.format, ann.source, ann.split(split))

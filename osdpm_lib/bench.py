@@ -58,7 +58,7 @@ from .cache import Normalizer, SplitTensors
 from .data import ImageRecord
 from .evaluate import Encoded, encode_images, encode_texts
 from .metrics import retrieval_metrics
-from .train import Bundle, Stepper, TrainConfig, autocast_dtype, build_model
+from .train import Bundle, Stepper, TrainConfig, build_model, resolve_device
 
 VARIANTS = ("clip", "osdpm")
 GOAL_RATIO = 0.9            # osdpm pairs/s >= 0.9 x clip pairs/s
@@ -123,12 +123,6 @@ MODES: dict[str, dict] = {
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--mode gpu needs CUDA (torch.cuda.is_available() is False)")
-    return torch.device(name)
 
 
 def _random_priors(n: int, gen: torch.Generator) -> torch.Tensor:
@@ -637,8 +631,9 @@ def run_mode(mode: str, out=None, time_budget: float | None = None, threads: int
     cfg = MODES[mode] | {k: v for k, v in overrides.items() if v is not None}
     if threads:
         torch.set_num_threads(threads)
-    device = _resolve_device(cfg["device"])
-    amp = autocast_dtype(cfg["precision"], device)
+    if cfg["device"] == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--mode gpu needs CUDA (torch.cuda.is_available() is False)")
+    device, amp = resolve_device(TrainConfig(device=cfg["device"], precision=cfg["precision"]))
     t_start = time.perf_counter()
 
     def left() -> float:

@@ -104,6 +104,11 @@ def scene_from_filename(name: str) -> str | None:
     return m.group(1) if m else None
 
 
+def tokenize(raw: str) -> list[str]:
+    """Karpathy tokens: lower-cased words without punctuation."""
+    return re.findall(r"[a-z0-9]+", raw.lower())
+
+
 def summary(ann: Annotations) -> dict:
     """``{"format": F, "splits": {split: {"images": N, "captions": M}}}`` over non-empty splits."""
     return {

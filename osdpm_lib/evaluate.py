@@ -1,7 +1,8 @@
 """Encoding a split and scoring it with the retrieval protocol of ``metrics.py``.
 
 Embeddings are normalised and compared in float32 also under bf16 autocast (a bf16 similarity would tie
-captions that differ)."""
+captions that differ).  Also the rankings behind the book's examples: top-k retrieval for one query
+(:func:`topk_image_to_text`, :func:`topk_text_to_image`) and free-text search of a gallery (:func:`search`)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,50 @@ def encode_texts(model, tokens: torch.Tensor, batch_size: int = 1024, device="cp
             out.append(F.normalize(model.encode_text(tokens[i:i + batch_size].to(device), normalize=False).float(),
                                    dim=-1).cpu())
     return torch.cat(out).numpy()
+
+
+# ---------------------------------------------------------------------- rankings of single queries
+def _embeddings(enc) -> tuple[np.ndarray, np.ndarray]:
+    """``(images, texts)`` of an :class:`osdpm_lib.evaluate.Encoded`, an ``np.load`` of
+    ``test_encoded.npz`` or a dict with those keys."""
+    if hasattr(enc, "images") and hasattr(enc, "texts"):
+        return np.asarray(enc.images), np.asarray(enc.texts)
+    return np.asarray(enc["images"]), np.asarray(enc["texts"])
+
+
+def _ranked(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` highest scores, best first; ties keep index order (deterministic)."""
+    return np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:k]
+
+
+def topk_image_to_text(enc, image: int, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` caption indices for a query image and their similarities."""
+    im, tx = _embeddings(enc)
+    s = tx @ im[image]
+    idx = _ranked(s, k)
+    return idx, s[idx]
+
+
+def topk_text_to_image(enc, caption: int, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` image indices for a query caption and their similarities."""
+    im, tx = _embeddings(enc)
+    s = im @ tx[caption]
+    idx = _ranked(s, k)
+    return idx, s[idx]
+
+
+def search(query: str, model, tokenizer, image_embeddings, k: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Text search of an image gallery: the query is encoded with ``model`` (an OSDPM / open_clip model
+    with ``encode_text``) and ``tokenizer``, compared (cosine) with ``image_embeddings`` ``[N, D]``
+    (normalised, e.g. ``test_encoded.npz``'s ``images``).  Returns the top-``k`` indices (best first,
+    ties in index order) and their similarities."""
+    import torch
+
+    model.eval()
+    dev = next(model.parameters()).device
+    with torch.no_grad():
+        q = model.encode_text(tokenizer([query]).to(dev)).float().cpu().numpy()[0]
+    q = q / max(np.linalg.norm(q), 1e-12)
+    s = np.asarray(image_embeddings, dtype=np.float32) @ q
+    idx = _ranked(s, k)
+    return idx, s[idx]

@@ -23,17 +23,18 @@
   references: the image *center* and a *random* point (its exact expected accuracy: the share of the
   image covered by the target boxes).
 
-Ground truth: ``ground_truth.json`` of the embedded benchmark (:mod:`osdpm_lib.synth`), pixel boxes
-``[x0, y0, x1, y1]`` (x1/y1 exclusive) at ``image_size``; categories are lexicon categories, and
-captions are mapped onto them with :func:`osdpm_lib.priors.caption_categories`.
+* :func:`attention_maps` — all of them for several variants (the maps of notebook 07).
+
+Ground truth: ``ground_truth.json`` of the embedded benchmark, read through
+:mod:`osdpm_lib.synth.groundtruth` (pixel boxes ``[x0, y0, x1, y1]``, x1/y1 exclusive, at its
+``image_size``); categories are lexicon categories, and captions are mapped onto them with
+:func:`osdpm_lib.priors.caption_categories`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -42,7 +43,8 @@ import torch
 import torch.nn.functional as F
 
 from .models import visual_grid
-from .synth import GT_NAME
+from .priors import count_categories
+from .synth import groundtruth
 
 
 # ------------------------------------------------------------------------------------------- maps
@@ -184,33 +186,34 @@ def normalize_maps(maps: np.ndarray) -> np.ndarray:
     return np.where(rng > 0, (m - lo) / np.where(rng > 0, rng, 1.0), 0.0).astype(np.float32)
 
 
+def attention_maps(models: Mapping[str, object], encoded: Mapping[str, Mapping], images_u8: torch.Tensor,
+                   normalizer) -> dict[tuple[str, str], np.ndarray]:
+    """Every map of every variant on the same images: ``{(variant, "DAPN spatial" | "DAPN saliency" |
+    "Grad-CAM"): [N, h, w]}`` in the order of ``models`` (variant -> OSDPM model).
+
+    DAPN's two maps (:func:`dapn_maps`) for the variants with DAPN; Grad-CAM (:func:`gradcam`) for every
+    variant, through the similarity with each image's first caption, whose embedding comes from the
+    variant's ``encoded`` (``test_encoded.npz``: ``texts``, ``caption_image``) for the ``N`` images.
+    """
+    maps = {}
+    for v, model in models.items():
+        text = first_caption_features(encoded[v]["texts"], encoded[v]["caption_image"], len(images_u8))
+        if model.dapn is not None:
+            d = dapn_maps(model, images_u8, normalizer)
+            maps[(v, "DAPN spatial")] = d["spatial"]
+            maps[(v, "DAPN saliency")] = d["saliency"]
+        maps[(v, "Grad-CAM")] = gradcam(model, images_u8, text, normalizer)
+    return maps
+
+
 # ------------------------------------------------------------------------------------ ground truth
-def load_ground_truth(data_dir) -> dict | None:
-    """``ground_truth.json`` of a data folder, or None (a real data set has none)."""
-    p = Path(data_dir) / GT_NAME
-    return json.loads(p.read_text()) if p.is_file() else None
-
-
-def scenes_for(records, gt: dict | None = None) -> list[str | None]:
-    """Scene class per record: from the ground truth where it lists the image, else ``record.scene``."""
-    images = (gt or {}).get("images", {})
-    return [images[r.filename]["scene"] if r.filename in images else r.scene for r in records]
-
-
-def caption_categories(captions: Sequence[str]) -> set[str]:
-    """Lexicon categories named by any of the captions (:func:`osdpm_lib.priors.caption_categories`)."""
-    from .priors import caption_categories as cats
-
-    return {c for cap in captions for c in cats(cap)}
-
-
 def target_boxes(records, gt: dict) -> list[np.ndarray]:
-    """Per record, the ``[n, 4]`` pixel boxes of the objects whose category its captions name."""
-    images = gt["images"]
+    """Per record, the ``[n, 4]`` pixel boxes of the objects whose category its captions name
+    (:func:`osdpm_lib.priors.count_categories`)."""
     out = []
     for r in records:
-        named = caption_categories(r.captions)
-        boxes = [b["box"] for b in images.get(r.filename, {}).get("boxes", []) if b["category"] in named]
+        named = set(count_categories(r.captions))
+        boxes = [box for cat, box in groundtruth.boxes_of(gt, r.filename) if cat in named]
         out.append(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
     return out
 

@@ -1,15 +1,20 @@
-"""Figures of the book.  Every figure is saved as PNG and PDF (deterministic PDF metadata)."""
+"""Figures of the book (plotting only).  Every figure is saved as PNG and PDF (deterministic PDF metadata).
+
+The numbers they show come from elsewhere: rankings from :mod:`osdpm_lib.evaluate`, projections and
+scene separation from :mod:`osdpm_lib.embedding`, maps from :mod:`osdpm_lib.explain`."""
 
 from __future__ import annotations
 
 import textwrap
-import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
+
+from .embedding import STAGES  # noqa: E402
+from .evaluate import topk_image_to_text, topk_text_to_image  # noqa: E402
 
 
 def save(fig, out_dir, name: str) -> None:
@@ -55,19 +60,6 @@ def _hwc(image) -> np.ndarray:
     if a.dtype != np.uint8:
         a = np.clip(a * (255.0 if a.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
     return a
-
-
-def _embeddings(enc) -> tuple[np.ndarray, np.ndarray]:
-    """``(images, texts)`` of an :class:`osdpm_lib.evaluate.Encoded`, an ``np.load`` of
-    ``test_encoded.npz`` or a dict with those keys."""
-    if hasattr(enc, "images") and hasattr(enc, "texts"):
-        return np.asarray(enc.images), np.asarray(enc.texts)
-    return np.asarray(enc["images"]), np.asarray(enc["texts"])
-
-
-def _ranked(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` highest scores, best first; ties keep index order (deterministic)."""
-    return np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:k]
 
 
 def example_indices(n: int, n_examples: int, seed: int = 0) -> list[int]:
@@ -124,20 +116,6 @@ def attention_figure(images, columns: dict, boxes=None, row_titles=None, alpha: 
 
 
 # ------------------------------------------------------------------- Figs. 6, 7: retrieval examples
-def topk_image_to_text(enc, image: int, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` caption indices for a query image and their similarities."""
-    im, tx = _embeddings(enc)
-    s = tx @ im[image]
-    idx = _ranked(s, k)
-    return idx, s[idx]
-
-
-def topk_text_to_image(enc, caption: int, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` image indices for a query caption and their similarities."""
-    im, tx = _embeddings(enc)
-    s = im @ tx[caption]
-    idx = _ranked(s, k)
-    return idx, s[idx]
 
 
 def retrieval_i2t_figure(encoded: dict, captions, caption_image, images, queries, k: int = 5,
@@ -209,90 +187,6 @@ def retrieval_t2i_figure(encoded: dict, captions, caption_image, images, queries
 
 
 # ------------------------------------------------------------- embedding space across training stages
-STAGES = ("start", "mid", "end")
-
-
-def project(emb: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
-    """2-D projection of embeddings: ``"tsne"`` (sklearn, cosine metric, PCA init, perplexity
-    ``min(30, (n - 1) / 3)``) or ``"umap"`` (umap-learn, cosine metric, ``n_neighbors=min(15, n - 1)``,
-    ``min_dist=0.1``); both with ``random_state=seed`` (deterministic, single-threaded)."""
-    x = np.asarray(emb, dtype=np.float32)
-    n = len(x)
-    if n < 4:
-        raise ValueError(f"need at least 4 points to project, got {n}")
-    with warnings.catch_warnings():  # umap: "n_jobs overridden by setting random_state", numba notes
-        warnings.simplefilter("ignore")
-        return _project(x, method, seed)
-
-
-def _project(x: np.ndarray, method: str, seed: int) -> np.ndarray:
-    n = len(x)
-    if method == "tsne":
-        from sklearn.manifold import TSNE
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(1):  # one OpenMP thread: the Barnes-Hut sums in a fixed order
-            return TSNE(2, perplexity=float(min(30.0, (n - 1) / 3.0)), metric="cosine", init="pca",
-                        random_state=seed).fit_transform(x)
-    if method == "umap":
-        import umap
-        from sklearn.metrics import pairwise_distances
-
-        # Exact cosine neighbours (what umap-learn computes itself below 4096 points), handed over as
-        # ``precomputed_knn``: the same graph, without numba compiling umap's parallel kNN kernel.
-        k = min(15, n - 1)
-        d = pairwise_distances(x.astype(np.float64), metric="cosine")
-        np.fill_diagonal(d, 0.0)
-        order = d.copy()
-        np.fill_diagonal(order, -1.0)  # every point is its own first neighbour
-        idx = np.argsort(order, axis=1, kind="stable")[:, :k]
-        knn = (idx, np.take_along_axis(d, idx, axis=1))
-        return umap.UMAP(n_neighbors=k, min_dist=0.1, metric="cosine", random_state=seed, n_jobs=1,
-                         precomputed_knn=knn).fit_transform(x)
-    raise ValueError(f"unknown projection {method!r}; choose 'tsne' or 'umap'")
-
-
-def load_stages(run_dir) -> dict[str, np.ndarray]:
-    """The test image embeddings of a run at the stages ``start``, ``mid``, ``end`` (embeddings.npz)."""
-    with np.load(Path(run_dir) / "embeddings.npz") as z:
-        return {s: z[s] for s in STAGES if s in z}
-
-
-def embedding_frame(stages: dict, scenes, methods=("tsne", "umap"), seed: int = 0) -> pd.DataFrame:
-    """Projections of every (model, stage): ``stages`` maps model label -> {stage: ``[N, D]``}.
-    Long frame: model, stage, method, index, x, y, scene."""
-    scenes = np.asarray([s if s is not None else "?" for s in scenes], dtype=object)
-    parts = []
-    for model, per in stages.items():
-        for stage, emb in per.items():
-            if len(emb) != len(scenes):
-                raise ValueError(f"{model}/{stage}: {len(emb)} embeddings for {len(scenes)} scenes")
-            for method in methods:
-                xy = project(emb, method, seed)
-                parts.append(pd.DataFrame({"model": model, "stage": stage, "method": method,
-                                           "index": np.arange(len(emb)), "x": xy[:, 0], "y": xy[:, 1],
-                                           "scene": scenes}))
-    return pd.concat(parts, ignore_index=True)
-
-
-def separation_table(stages: dict, scenes, metric: str = "cosine") -> pd.DataFrame:
-    """Scene separation per (model, stage): sklearn's ``silhouette_score`` of the embeddings by scene
-    class (``metric`` cosine; images without a scene left out).  Columns: model, stage, silhouette,
-    n_images, n_scenes (silhouette NaN when fewer than 2 scenes or every image its own scene)."""
-    from sklearn.metrics import silhouette_score
-
-    keep = np.asarray([s is not None for s in scenes])
-    labels = np.asarray([s for s in scenes if s is not None], dtype=object)
-    n_scenes = len(set(labels.tolist()))
-    rows = []
-    for model, per in stages.items():
-        for stage, emb in per.items():
-            x = np.asarray(emb, dtype=np.float64)[keep]
-            ok = 2 <= n_scenes <= len(x) - 1
-            rows.append({"model": model, "stage": stage,
-                         "silhouette": float(silhouette_score(x, labels, metric=metric)) if ok else np.nan,
-                         "n_images": int(len(x)), "n_scenes": n_scenes})
-    return pd.DataFrame(rows, columns=["model", "stage", "silhouette", "n_images", "n_scenes"])
 
 
 def scene_palette(scenes) -> dict:
@@ -305,7 +199,7 @@ def scene_palette(scenes) -> dict:
 def embedding_grid(frame: pd.DataFrame, separation: pd.DataFrame | None = None, size: float = 2.6,
                    point_size: float = 9):
     """Grid of projections: one row per (model, method), one column per stage, points coloured by scene;
-    with ``separation`` (:func:`separation_table`) each panel's title carries the silhouette.  Returns
+    with ``separation`` (:func:`osdpm_lib.embedding.separation_table`) each panel's title carries the silhouette.  Returns
     the Figure (scene legend on the right)."""
     models = list(dict.fromkeys(frame["model"]))
     methods = list(dict.fromkeys(frame["method"]))
@@ -376,26 +270,11 @@ def prior_heatmap(df: pd.DataFrame, value: str = "share", categories=None, annot
 
 
 # ----------------------------------------------------------------------------------------- search
-def search(query: str, model, tokenizer, image_embeddings, k: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """Text search of an image gallery: the query is encoded with ``model`` (an OSDPM / open_clip model
-    with ``encode_text``) and ``tokenizer``, compared (cosine) with ``image_embeddings`` ``[N, D]``
-    (normalised, e.g. ``test_encoded.npz``'s ``images``).  Returns the top-``k`` indices (best first,
-    ties in index order) and their similarities."""
-    import torch
-
-    model.eval()
-    dev = next(model.parameters()).device
-    with torch.no_grad():
-        q = model.encode_text(tokenizer([query]).to(dev)).float().cpu().numpy()[0]
-    q = q / max(np.linalg.norm(q), 1e-12)
-    s = np.asarray(image_embeddings, dtype=np.float32) @ q
-    idx = _ranked(s, k)
-    return idx, s[idx]
 
 
 def search_figure(images, indices, scores, query: str, titles=None, relevant=None, cols: int = 4,
                   size: float = 1.9):
-    """The ranked images of a search (:func:`search`): rank, similarity and an optional title each
+    """The ranked images of a search (:func:`osdpm_lib.evaluate.search`): rank, similarity and an optional title each
     (e.g. the scene); with ``relevant`` (one bool per shown image) frames green/red.  Returns the Figure."""
     n = len(indices)
     rows = max(1, int(np.ceil(n / cols)))

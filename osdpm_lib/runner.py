@@ -25,9 +25,20 @@ import jupytext
 import nbformat
 import papermill as pm
 import yaml
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import default
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = ROOT / "notebooks"
+
+
+class _IPCKernelManager(AsyncKernelManager):
+    """The kernels of the chain talk over IPC sockets (local files) instead of TCP: the same execution, without
+    ipykernel's "Kernel is running over TCP without encryption" warning on every notebook."""
+
+    @default("transport")
+    def _transport_default(self) -> str:
+        return "ipc"
 
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
@@ -70,7 +81,8 @@ def run_chain(name: str, profile: str = "default", dataset: str = "embedded", on
         t0 = time.perf_counter()
         log(f"[{name}] {src.name} -> {target.relative_to(results_root.parent) if target.is_relative_to(results_root.parent) else target}")
         pm.execute_notebook(out / f".{src.stem}.src.ipynb", target, parameters=own, cwd=str(out),
-                            kernel_name="python3", progress_bar=False, report_mode=False)
+                            kernel_name="python3", progress_bar=False, report_mode=False,
+                            kernel_manager_class=_IPCKernelManager)
         (out / f".{src.stem}.src.ipynb").unlink()
         log(f"[{name}] {src.stem} done in {time.perf_counter() - t0:.1f} s")
         done.append(target)

@@ -32,6 +32,11 @@ BOOK_LABELS = {"clip": "CLIP fine-tune (this book)", "clip+dapn": "CLIP+DAPN (th
 FINETUNED_CLIP = "fine-tuned CLIP (as reported by OSDPM)"
 
 
+def literature_file(name: str) -> Path:
+    """The path of a file of the literature folder (``osdpm_lib/literature/``), e.g. ``rsicd_stats.csv``."""
+    return LITERATURE / name
+
+
 def write(df: pd.DataFrame, out_dir, name: str, latex: bool = False, floatfmt: str = ".2f") -> list[Path]:
     d = Path(out_dir) / "tables"
     d.mkdir(parents=True, exist_ok=True)

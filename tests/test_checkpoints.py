@@ -27,12 +27,6 @@ class _RunsCode:
         return os.system, (f"touch {self.marker}",)
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    return build_clip("osdpm-tiny-vit")
-
-
 def test_pickle_that_runs_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     bad = tmp_path / "evil.pt"
@@ -52,26 +46,26 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
     assert not marker.exists()
 
 
-def test_safetensors_round_trip_and_build_clip(tmp_path, tiny):
+def test_safetensors_round_trip_and_build_clip(tmp_path, tiny_clip):
     path = tmp_path / "tiny.safetensors"
-    checkpoints.save(tiny.state_dict(), path)
+    checkpoints.save(tiny_clip.state_dict(), path)
     loaded = build_clip("osdpm-tiny-vit", str(path))
-    for k, v in tiny.state_dict().items():
+    for k, v in tiny_clip.state_dict().items():
         assert torch.equal(v, loaded.state_dict()[k]), k
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(CheckpointError, match=r"tiny\.safetensors: not a readable \.safetensors"):
         checkpoints.load(path)
 
 
-def test_truncated_checkpoint(tmp_path, tiny):
+def test_truncated_checkpoint(tmp_path, tiny_clip):
     path = tmp_path / "cut.pt"
-    torch.save(tiny.state_dict(), path)
+    torch.save(tiny_clip.state_dict(), path)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(CheckpointError, match=r"cut\.pt: not a readable PyTorch checkpoint"):
         checkpoints.load(path)
 
 
-def test_checkpoint_of_another_architecture(tmp_path, tiny):
+def test_checkpoint_of_another_architecture(tmp_path, tiny_clip):
     other = open_clip.CLIP(embed_dim=32, vision_cfg={"image_size": 64, "layers": [1, 1, 1, 1], "width": 16},
                            text_cfg={"context_length": 24, "vocab_size": 49408, "width": 32, "heads": 2,
                                      "layers": 1})
@@ -81,7 +75,7 @@ def test_checkpoint_of_another_architecture(tmp_path, tiny):
         build_clip("osdpm-tiny-vit", str(path))
     # our own loader (best.pt, last.pt) lists what does not fit
     with pytest.raises(CheckpointError) as err:
-        checkpoints.load_into(tiny, other.state_dict(), path, "model 'osdpm-tiny-vit'")
+        checkpoints.load_into(tiny_clip, other.state_dict(), path, "model 'osdpm-tiny-vit'")
     msg = str(err.value)
     assert "resnet.pt: does not fit model 'osdpm-tiny-vit'" in msg
     assert "missing keys" in msg and "unexpected keys" in msg

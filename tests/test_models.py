@@ -8,10 +8,9 @@ from osdpm_lib.models import DAPN, OSDPM, build_clip, category_text_embeddings, 
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    clip = build_clip("osdpm-tiny-vit")
-    return clip, tokenizer_for("osdpm-tiny-vit")
+def tiny(tiny_clip):
+    """The shared tiny model (conftest.py) and its tokenizer."""
+    return tiny_clip, tokenizer_for("osdpm-tiny-vit")
 
 
 def tiny_resnet_clip():

@@ -1,4 +1,4 @@
-"""Tests for osdpm_lib.priors: WordNet provisioning, caption-noun extraction, per-image priors.
+"""Tests for osdpm_lib.priors and osdpm_lib.wordnet: WordNet provisioning, caption-noun extraction, per-image priors.
 
 WordNet is provisioned by the setup (`apt-get install -y wordnet-base wordnet-sense-index` then
 `python -m osdpm_lib.priors provision-wordnet`); tests that need it fail with that hint when it is missing.
@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from osdpm_lib import lexicon, priors
+from osdpm_lib import wordnet as wn
 
 REPO = Path(__file__).resolve().parents[1]
 RSICD = Path(__file__).resolve().parents[2] / "shared/data/rsicd"
@@ -51,7 +52,7 @@ def test_wordnet_is_provisioned(wordnet):
 
 
 def test_lexnames_text_matches_wordnet_format():
-    lines = priors.lexnames_text().splitlines()
+    lines = wn.lexnames_text().splitlines()
     assert len(lines) == 45
     assert lines[0] == "00\tadj.all\t3" and lines[44] == "44\tadj.ppl\t3"
     assert lines[3] == "03\tnoun.Tops\t1" and lines[29] == "29\tverb.body\t2"
@@ -62,16 +63,16 @@ def test_lexnames_text_matches_wordnet_format():
 
 
 def _wordnet_source() -> Path:
-    if priors.DEBIAN_WORDNET_DIR.is_dir():
-        return priors.DEBIAN_WORDNET_DIR
+    if wn.DEBIAN_WORDNET_DIR.is_dir():
+        return wn.DEBIAN_WORDNET_DIR
     import nltk
 
     try:
         found = Path(str(nltk.data.find("corpora/wordnet")))
     except LookupError:
-        pytest.fail(priors.PROVISION_HINT, pytrace=False)
+        pytest.fail(wn.PROVISION_HINT, pytrace=False)
     if not found.is_dir():
-        pytest.skip(f"WordNet is a zip ({found}), {priors.DEBIAN_WORDNET_DIR} is absent: no folder to copy")
+        pytest.skip(f"WordNet is a zip ({found}), {wn.DEBIAN_WORDNET_DIR} is absent: no folder to copy")
     return found
 
 
@@ -84,21 +85,21 @@ def test_provision_cli_builds_a_loadable_tree_and_is_idempotent(tmp_path, wordne
     assert res.returncode == 0, res.stderr
     wn_dir = dest / "corpora" / "wordnet"
     assert f"OK at {wn_dir}" in res.stdout  # NLTK loaded the new tree, not another one
-    assert (wn_dir / "lexnames").read_text() == priors.lexnames_text() or (src / "lexnames").is_file()
+    assert (wn_dir / "lexnames").read_text() == wn.lexnames_text() or (src / "lexnames").is_file()
     for name in ("data.noun", "index.noun", "noun.exc", "index.sense", "lexnames"):
         assert (wn_dir / name).is_file(), name
     mtimes = {p.name: p.stat().st_mtime_ns for p in wn_dir.iterdir()}
     logs: list[str] = []
-    assert priors.provision_wordnet(dest, src, download=False, log=logs.append) == wn_dir
+    assert wn.provision_wordnet(dest, src, download=False, log=logs.append) == wn_dir
     assert logs and logs[0].endswith("up to date")
     assert {p.name: p.stat().st_mtime_ns for p in wn_dir.iterdir()} == mtimes
 
 
 def test_provision_without_any_source_names_the_apt_packages(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(priors, "DEBIAN_WORDNET_DIR", tmp_path / "absent")
-    monkeypatch.setattr(priors, "_try_download", lambda dest, timeout=30.0: False)
+    monkeypatch.setattr(wn, "DEBIAN_WORDNET_DIR", tmp_path / "absent")
+    monkeypatch.setattr(wn, "_try_download", lambda dest, timeout=30.0: False)
     with pytest.raises(priors.WordNetMissingError) as err:
-        priors.provision_wordnet(tmp_path / "nltk_data", log=lambda m: None)
+        wn.provision_wordnet(tmp_path / "nltk_data", log=lambda m: None)
     assert "apt-get install -y --no-install-recommends wordnet-base wordnet-sense-index" in str(err.value)
     assert "provision-wordnet" in str(err.value)
     assert not (tmp_path / "nltk_data").exists()
@@ -109,12 +110,12 @@ def test_provision_without_any_source_names_the_apt_packages(tmp_path, monkeypat
 def test_provision_keeps_an_existing_tree_without_downloading(tmp_path, monkeypatch):
     wn_dir = tmp_path / "nltk_data" / "corpora" / "wordnet"
     wn_dir.mkdir(parents=True)
-    for name in (*priors.WORDNET_FILES, "lexnames"):
+    for name in (*wn.WORDNET_FILES, "lexnames"):
         (wn_dir / name).write_text("x")
-    monkeypatch.setattr(priors, "DEBIAN_WORDNET_DIR", tmp_path / "absent")
-    monkeypatch.setattr(priors, "_try_download", lambda dest, timeout=30.0: pytest.fail("downloaded"))
+    monkeypatch.setattr(wn, "DEBIAN_WORDNET_DIR", tmp_path / "absent")
+    monkeypatch.setattr(wn, "_try_download", lambda dest, timeout=30.0: pytest.fail("downloaded"))
     logs: list[str] = []
-    assert priors.provision_wordnet(tmp_path / "nltk_data", log=logs.append) == wn_dir
+    assert wn.provision_wordnet(tmp_path / "nltk_data", log=logs.append) == wn_dir
     assert "already provisioned" in logs[0]
 
 
@@ -122,7 +123,7 @@ def test_provision_rejects_a_folder_that_is_not_wordnet(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "data.noun").write_text("x")
     with pytest.raises(priors.WordNetMissingError, match="index.noun"):
-        priors.provision_wordnet(tmp_path / "dest", tmp_path / "src", download=False, log=lambda m: None)
+        wn.provision_wordnet(tmp_path / "dest", tmp_path / "src", download=False, log=lambda m: None)
     assert not (tmp_path / "dest").exists()
 
 

@@ -391,3 +391,21 @@ def test_cli(tmp_path, capsys):
 def test_make_embedded_script_exists():
     script = Path(__file__).resolve().parents[1] / "data_prep" / "make_embedded.py"
     assert script.is_file() and "osdpm_lib.synth" in script.read_text()
+
+
+def test_groundtruth_is_the_one_scene_of_an_image(ds, gt):
+    from osdpm_lib.data import ImageRecord, load
+    from osdpm_lib.synth import groundtruth
+
+    loaded = groundtruth.load_ground_truth(ds.parent)
+    assert loaded == gt and groundtruth.load_ground_truth(ds.parent / "images") is None
+    numeric = next(f for f in gt["images"] if f[0].isdigit())      # "00012.jpg": only the ground truth knows
+    assert groundtruth.scene_of(numeric, gt) == gt["images"][numeric]["scene"]
+    assert groundtruth.scene_of(numeric) is None
+    assert groundtruth.scene_of("airport_348.jpg") == "airport"                   # the name's class
+    assert groundtruth.scene_of(ImageRecord("x.jpg", "test", (), "port"), gt) == "port"   # the record's
+    recs = load(ds).images
+    assert groundtruth.scenes_for(recs, gt) == [gt["images"][r.filename]["scene"] for r in recs]
+    f = recs[0].filename
+    assert groundtruth.categories_of(gt, f) == {b["category"] for b in gt["images"][f]["boxes"]}
+    assert groundtruth.image_size(gt) == gt["image_size"]
