@@ -17,6 +17,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 from pathlib import Path
 
@@ -45,7 +47,8 @@ def build_clip(name: str = "osdpm-tiny-vit", pretrained: str | None = None, **kw
     pretrained = str(bundled_weights(name, pretrained) or pretrained) if pretrained else pretrained
     if pretrained and (Path(pretrained).suffix in CHECKPOINT_SUFFIXES or Path(pretrained).is_file()):
         checkpoints.load(pretrained)   # exists, is safe to unpickle, is not truncated
-        model = open_clip.create_model(name, pretrained=None, **kwargs)
+        with _without_random_init_warning():   # the weights are loaded right below
+            model = open_clip.create_model(name, pretrained=None, **kwargs)
         try:
             open_clip.load_checkpoint(model, str(pretrained), weights_only=True)
         except (RuntimeError, KeyError, ValueError, AssertionError) as exc:   # open_clip asserts on some shapes
@@ -55,6 +58,19 @@ def build_clip(name: str = "osdpm-tiny-vit", pretrained: str | None = None, **kw
                 f"architecture?): {detail}") from exc
         return model
     return open_clip.create_model(name, pretrained=pretrained or None, weights_only=True, **kwargs)
+
+
+@contextlib.contextmanager
+def _without_random_init_warning():
+    """Drop open_clip's "No pretrained weights loaded ... initialized randomly" log record (and only it)."""
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
 
 
 def bundled_weights(name: str, tag: str | None) -> Path | None:

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     generate(args.data_dir, seed=0, **profiles.data_sizes(args.profile))
     backbone = validation_table(args.profile, args.data_dir, args.runs_dir, "clip",
-                                grid(lr=[3e-5, 1e-4, 3e-4], epochs=[2, 4]))
+                                grid(lr=[3e-5, 1e-4, 3e-4, 1e-3], epochs=[2, 4]))
     best = backbone.sort_values(["best_val_rsum", "epochs"], ascending=[False, True]).iloc[0]
     chosen = {"lr": float(best["lr"]), "epochs": int(best["epochs"])}
     modules = validation_table(args.profile, args.data_dir, args.runs_dir, "osdpm",

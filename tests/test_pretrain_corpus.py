@@ -193,3 +193,25 @@ def test_cli(tmp_path, capsys):
     assert synth.main(["--pretrain", str(tmp_path / "bad"), "--n-images", "50"]) == 2  # 200 + 200 held out
     with pytest.raises(SystemExit):
         synth.main([str(tmp_path / "emb"), "--pretrain", str(out)])
+
+
+def test_sensor_shift_changes_colour_and_detail_deterministically():
+    """The corpus's sensor: another colour response (less saturated) and softer detail, same size, seeded."""
+    import numpy as np
+    from PIL import Image
+
+    from osdpm_lib.synth.render import sensor_shift
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+    a[:32, :, 0] = 250                      # a saturated red half
+    img = Image.fromarray(a)
+    out1 = sensor_shift(img, np.random.default_rng(1))
+    out2 = sensor_shift(img, np.random.default_rng(1))
+    assert out1.size == img.size and np.array_equal(np.asarray(out1), np.asarray(out2))
+    b = np.asarray(out1, dtype=np.float32)
+    sat = lambda x: (x.max(axis=2) - x.min(axis=2)).mean()      # noqa: E731
+    assert sat(b) < 0.8 * sat(a.astype(np.float32))
+    detail = lambda x: np.abs(np.diff(x.mean(axis=2), axis=1)).mean()   # noqa: E731
+    assert detail(b) < 0.5 * detail(a.astype(np.float32))
+    assert not np.array_equal(b, np.asarray(sensor_shift(img, np.random.default_rng(2)), dtype=np.float32))

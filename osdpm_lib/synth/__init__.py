@@ -53,7 +53,7 @@ from osdpm_lib.lexicon import CATEGORY_NAMES
 from . import groundtruth
 from .captions import ALT_NOISE, CAPTIONS_PER_IMAGE, _AltText, _Captioner, _fix_articles, _Group, _groups
 from .groundtruth import GT_NAME
-from .render import PAINTERS, _Canvas, _choice, _Obj, _plan, _render, _wchoice
+from .render import PAINTERS, _Canvas, _choice, _Obj, _plan, _render, _wchoice, sensor_shift
 from .scenes import (BENCHMARK_VERBS, CAPTION_TERMS, CATEGORY_COLOURS, COLOURS, DRAW_ORDER, LANDCOVER, LINEAR,
                      MASS_TERMS, NO_PLURAL, NUMBERS, SCENE_SPECS, SCENES, SELF_CATS, SIZE_ADJ, VAGUE_PLURAL_TERMS,
                      VERBS, WATER, ObjectSpec, SceneSpec)
@@ -105,7 +105,7 @@ SPLIT_FRACTIONS = {"val": 0.1, "test": 0.1}  # the rest is train
 # benchmark's are [seed, 1, i] and [seed, 0x5EED(, 1)], so no two streams coincide for any two seeds.
 PRETRAIN_JSON = "dataset_pretrain.json"
 PRETRAIN_PARAMS_NAME = "pretrain_params.json"
-PRETRAIN_VERSION = 1
+PRETRAIN_VERSION = 2    # 2: the sensor shift (render.sensor_shift)
 PRETRAIN_STREAM = 0x9E7
 PRETRAIN_MIX_FRACTION = 0.3  # images whose objects mix two scenes
 PRETRAIN_EXTRA_FRACTION = 0.15  # images with an object category foreign to their scene(s)
@@ -261,11 +261,15 @@ def _entry(i: int, name: str, split: str, captions: Sequence[str], sentid: int) 
 
 
 def _make_image(path: Path, spec: SceneSpec, rng: np.random.Generator, size: int, captioner: type[_Captioner],
-                objects: Sequence[ObjectSpec] | None = None) -> tuple[_Canvas, list[str]]:
-    """Render one image of ``spec`` (see :func:`_render`) into the JPEG ``path`` and caption what was drawn."""
+                objects: Sequence[ObjectSpec] | None = None, sensor=None) -> tuple[_Canvas, list[str]]:
+    """Render one image of ``spec`` (see :func:`_render`) into the JPEG ``path`` and caption what was drawn;
+    ``sensor(img, rng)``, when given, changes the rendered image before it is saved (after the captions)."""
     img, cv = _render(spec, rng, size, objects)
+    caps = captioner(spec, _groups(cv), rng).captions()
+    if sensor is not None:
+        img = sensor(img, rng)
     img.save(path, format="JPEG", quality=JPEG_QUALITY, subsampling=0, optimize=False)
-    return cv, captioner(spec, _groups(cv), rng).captions()
+    return cv, caps
 
 
 def generate(out_dir: str | Path, n_images: int = DEFAULT_N_IMAGES, seed: int = 0,
@@ -369,7 +373,8 @@ def generate_pretrain(out_dir: str | Path, n_images: int, seed: int = 0, image_s
     """Write a pretraining corpus (web alt-text style) into ``out_dir`` and return its Karpathy json.
 
     The corpus plays web alt-text data for a CLIP later fine-tuned on the benchmark: images from the
-    same painters with perturbed and mixed scenes (:func:`_pretrain_objects`), one to three short
+    same painters with perturbed and mixed scenes (:func:`_pretrain_objects`), seen through another sensor
+    (:func:`~osdpm_lib.synth.render.sensor_shift`: colour response, tone, zoom, blur), one to three short
     noisy captions each (:class:`_AltText`) with the benchmark's object nouns, and its own seed
     streams (``[seed, 0x9E7, ...]``), so that its images, file names (``pre_000123.jpg``) and
     captions differ from every benchmark's.  Files: ``dataset_pretrain.json`` (Karpathy schema;
@@ -398,7 +403,7 @@ def generate_pretrain(out_dir: str | Path, n_images: int, seed: int = 0, image_s
         name = f"pre_{i:06d}.jpg"
         rng = _rng(seed, PRETRAIN_STREAM, 1, i)
         spec, objects = _pretrain_objects(scenes[i], rng)
-        _, caps = _make_image(img_dir / name, spec, rng, image_size, _AltText, objects)
+        _, caps = _make_image(img_dir / name, spec, rng, image_size, _AltText, objects, sensor_shift)
         images.append(_entry(i, name, splits[i], caps, sentid))
         sentid += len(caps)
     js_path.write_text(json.dumps({"dataset": "pretrain", "images": images}))

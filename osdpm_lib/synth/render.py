@@ -855,3 +855,36 @@ def _render(spec: SceneSpec, rng: np.random.Generator, size: int,
         else:
             PAINTERS[cat](cv, n, sz)
     return cv.finish(), cv
+
+
+# --------------------------------------------------------------------------------------------------
+# The pretraining corpus's sensor
+# --------------------------------------------------------------------------------------------------
+
+# The pretraining corpus is seen through another "camera" than the benchmark, as web photos differ from RSICD's
+# aerial tiles: another colour response (a fixed channel mixing that desaturates and shifts hues, jittered per
+# image), another tone curve (gamma), another ground sampling distance (a zoomed crop) and softer optics (blur).
+# Colour words of the benchmark's captions therefore do not match the pretrained model's colours, and fine-tuning
+# has a visual domain gap to close.
+SENSOR_MIX = np.array([[0.50, 0.40, 0.10],
+                       [0.20, 0.55, 0.25],
+                       [0.15, 0.45, 0.40]])
+SENSOR_JITTER = 0.06
+SENSOR_GAMMA = (0.7, 1.4)
+SENSOR_ZOOM = (0.75, 1.0)        # side of the kept crop / image side
+SENSOR_BLUR = (0.3, 1.1)         # Gaussian blur radius in pixels at 64 px (scaled with the image size)
+
+
+def sensor_shift(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """``img`` as the pretraining corpus's sensor sees it (see :data:`SENSOR_MIX`); deterministic in ``rng``."""
+    from PIL import ImageFilter
+
+    size = img.size[0]
+    a = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    mix = SENSOR_MIX + rng.normal(0.0, SENSOR_JITTER, size=(3, 3))
+    a = np.clip(a @ mix.T, 0.0, 1.0) ** rng.uniform(*SENSOR_GAMMA)
+    out = Image.fromarray(np.round(a * 255.0).astype(np.uint8))
+    side = int(round(size * rng.uniform(*SENSOR_ZOOM)))
+    x0, y0 = (int(rng.integers(0, size - side + 1)) for _ in range(2))
+    out = out.crop((x0, y0, x0 + side, y0 + side)).resize((size, size), Image.BILINEAR)
+    return out.filter(ImageFilter.GaussianBlur(rng.uniform(*SENSOR_BLUR) * size / 64.0))
