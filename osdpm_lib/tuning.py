@@ -55,9 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     generate(args.data_dir, seed=0, **profiles.data_sizes(args.profile))
     backbone = validation_table(args.profile, args.data_dir, args.runs_dir, "clip",
-                                grid(lr=[3e-5, 1e-4, 3e-4, 1e-3], epochs=[2, 4]))
+                                grid(lr=[3e-5, 1e-4, 3e-4, 1e-3], epochs=[2, 4], module_lr=[1e-3]))
     best = backbone.sort_values(["best_val_rsum", "epochs"], ascending=[False, True]).iloc[0]
-    chosen = {"lr": float(best["lr"]), "epochs": int(best["epochs"])}
+    chosen = {"lr": float(best["lr"]), "epochs": int(best["epochs"])}   # module_lr: no effect on clip (pinned: the
+    # grid does not depend on the profile's values it chooses)
     modules = validation_table(args.profile, args.data_dir, args.runs_dir, "osdpm",
                                [chosen | g for g in grid(module_lr=[3e-4, 1e-3, 3e-3])])
     best_m = modules.sort_values("best_val_rsum", ascending=False).iloc[0]
@@ -71,13 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "## 1. Backbone learning rate and epochs (`clip`)",
         "",
-        backbone.round(2).to_markdown(index=False),
+        backbone.to_markdown(index=False, floatfmt=".4g"),
         "",
         f"Chosen: lr = {chosen['lr']:g}, epochs = {chosen['epochs']} (highest validation Rsum; fewer epochs on a tie).",
         "",
         "## 2. Learning rate of the new modules (`osdpm`, with the chosen lr and epochs)",
         "",
-        modules.round(2).to_markdown(index=False),
+        modules.to_markdown(index=False, floatfmt=".4g"),
         "",
         f"Chosen: module_lr = {float(best_m['module_lr']):g}.",
         "",
