@@ -62,9 +62,11 @@ def run_all(profile: str, data_dir, runs_dir, rows=tuple(ROWS), **overrides) -> 
     from .train import train
 
     out = []
+    seeds = profiles.get(profile)["seeds"]
     for row in rows:
-        for seed in row_seeds(row, profiles.get(profile)["seeds"]):
-            cfg = row_config(profile, row, seed, **overrides)
+        for seed in row_seeds(row, seeds):
+            # embeddings across training (figures of notebook 07) for the first seed only
+            cfg = row_config(profile, row, seed, **overrides, stage_embeddings=seed == seeds[0])
             res = train(cfg, data_dir, run_dir(runs_dir, row, seed))
             out.append({"variant": row, "seed": seed, "best_epoch": res["best_epoch"], "train_s": res["train_s"],
                         **{k: res["test"][k] for k in KEYS}})

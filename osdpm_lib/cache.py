@@ -66,6 +66,23 @@ def image_cache(filenames: list[str], image_dir: Path, size: int, cache_dir: Pat
     return images
 
 
+_TOKENS: dict[tuple, torch.Tensor] = {}
+
+
+def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
+    """``tokenizer(captions)``, remembered for the process: the runs of an ablation tokenise the same splits again
+    and again (about 4 s each at the book's size).  The key holds the tokenizer's kind, context length and
+    vocabulary name, and the captions themselves."""
+    inner = getattr(tokenizer, "tokenizer", None)
+    key = (type(tokenizer).__qualname__, getattr(tokenizer, "context_length", None),
+           getattr(inner, "name_or_path", None), tuple(captions))
+    if key not in _TOKENS:
+        if len(_TOKENS) >= 8:
+            _TOKENS.pop(next(iter(_TOKENS)))
+        _TOKENS[key] = tokenizer(captions)
+    return _TOKENS[key].clone()
+
+
 @dataclass
 class SplitTensors:
     records: list                 # osdpm_lib.data.ImageRecord, image order
@@ -80,7 +97,7 @@ class SplitTensors:
         caption_image = torch.tensor([i for i, r in enumerate(records) for _ in r.captions], dtype=torch.long)
         images = image_cache([r.filename for r in records], image_dir, size, cache_dir,
                              origins=[r.origin for r in records])
-        tokens = tokenizer(captions) if captions else torch.zeros(0, 1, dtype=torch.long)
+        tokens = tokenize(tokenizer, captions) if captions else torch.zeros(0, 1, dtype=torch.long)
         return cls(list(records), images, tokens, caption_image, captions)
 
     def caption_index(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -43,14 +43,16 @@ def encode_images(model, images_u8: torch.Tensor, normalizer, batch_size: int = 
 
 @torch.no_grad()
 def encode_texts(model, tokens: torch.Tensor, batch_size: int = 1024, device="cpu", autocast_dtype=None) -> np.ndarray:
+    """Embeddings of every token row; identical rows (repeated captions) are encoded once and share one embedding."""
     model.eval()
+    unique, inverse = torch.unique(tokens, dim=0, return_inverse=True)
     out = []
-    for i in range(0, len(tokens), batch_size):
+    for i in range(0, len(unique), batch_size):
         with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype,
                             enabled=autocast_dtype is not None):
-            out.append(F.normalize(model.encode_text(tokens[i:i + batch_size].to(device), normalize=False).float(),
+            out.append(F.normalize(model.encode_text(unique[i:i + batch_size].to(device), normalize=False).float(),
                                    dim=-1).cpu())
-    return torch.cat(out).numpy()
+    return torch.cat(out)[inverse].numpy() if out else np.zeros((0, 0), dtype=np.float32)
 
 
 # ---------------------------------------------------------------------- rankings of single queries

@@ -42,10 +42,10 @@ from .models import OSDPM, VARIANTS, build_clip, category_text_embeddings, prepr
 
 
 LOSS_KEYS = ("total", "contrastive", "osfcm")
-STAGE_IMAGES = 500      # embeddings.npz: the first test images, encoded at the start, middle and end of training
+STAGE_IMAGES = 300      # embeddings.npz: the first test images, encoded at the start, middle and end of training
 
 # TrainConfig fields that change nothing in the numbers: not part of the run's identity.
-_NOT_IN_KEY = ("progress", "checkpoint_every")
+_NOT_IN_KEY = ("progress", "checkpoint_every", "stage_embeddings")
 
 
 @dataclass
@@ -74,6 +74,7 @@ class TrainConfig:
     eval_batch_size: int = 256
     progress: bool = True
     checkpoint_every: int = 0        # also write last.pt every N steps (0: at the end of each epoch only)
+    stage_embeddings: bool = True    # write embeddings.npz (test images at the start, middle and end, for figures)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -342,6 +343,11 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
     gen = torch.Generator().manual_seed(cfg.seed)
     prior = bundle.prior.to(device) if bundle.prior is not None else None
 
+    def encode_stage(stages: dict, name: str) -> None:
+        if cfg.stage_embeddings:
+            stages[name] = encode_images(model, bundle.test.images[:STAGE_IMAGES], normalizer, cfg.eval_batch_size,
+                                         device, amp)
+
     last = run_dir / "last.pt"
     resume = _resume_state(last, identity) if reuse else None
     if resume is None:
@@ -349,7 +355,8 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
         if rank == 0:
             checkpoints.write_text(run_dir / "config.json", json.dumps(
                 dataclasses.asdict(cfg) | {"data_dir": str(data_dir)} | identity, indent=2))
-        stages = {"start": encode_images(model, bundle.test.images[:STAGE_IMAGES], normalizer, cfg.eval_batch_size, device, amp)}
+        stages = {}
+        encode_stage(stages, "start")
         history, best, epoch0, step0, perm, sums = [], {"rsum": -1.0, "epoch": -1}, 1, 0, None, None
     else:
         checkpoints.load_into(model, resume["model"], last, _model_label(cfg))
@@ -415,18 +422,19 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
             torch.cuda.synchronize(device)
         validate(epoch, time.perf_counter() - t0, steps_per_epoch - step0, sums)
         if epoch == (cfg.epochs + 1) // 2:
-            stages["mid"] = encode_images(model, bundle.test.images[:STAGE_IMAGES], normalizer, cfg.eval_batch_size, device, amp)
+            encode_stage(stages, "mid")
         perm, sums, step0 = None, None, 0
         checkpoint(epoch + 1, 0, None, None)
-    stages["end"] = encode_images(model, bundle.test.images[:STAGE_IMAGES], normalizer, cfg.eval_batch_size, device, amp)
+    encode_stage(stages, "end")
     if rank != 0:
         return {}
     checkpoints.load_into(model, checkpoints.load(run_dir / "best.pt")["model"], run_dir / "best.pt",
                           _model_label(cfg))
     enc = encode_split(model, bundle.test, normalizer, cfg, device, amp)   # the only test evaluation
     test = enc.metrics(cfg.ties)
-    with checkpoints.atomic_path(run_dir / "embeddings.npz") as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **stages)
+    if stages:
+        with checkpoints.atomic_path(run_dir / "embeddings.npz") as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, **stages)
     with checkpoints.atomic_path(run_dir / "test_encoded.npz") as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, images=enc.images, texts=enc.texts, caption_image=enc.caption_image)
     result = {"test": test, "best_epoch": best["epoch"], "best_val_rsum": best["rsum"], **identity,
