@@ -24,10 +24,10 @@ PROFILES: dict[str, dict] = {
         "n_images": 2500, "n_val": 300, "n_test": 1000, "image_size": 64,
         "seeds": [0, 1, 2, 3, 4],
         "pretrained": "synthpre",
-        "epochs": 4,            # lr, epochs, module_lr: chosen on validation (docs/TUNING.md)
+        "epochs": 3,            # lr, epochs, module_lr: chosen on validation (docs/TUNING.md)
         "batch_size": 64,
-        "lr": 3e-4,
-        "module_lr": 3e-3,
+        "lr": 1e-3,
+        "module_lr": 1e-3,
         "lambda_osfcm": 1.0,
     },
     "ci": {
@@ -36,8 +36,8 @@ PROFILES: dict[str, dict] = {
         "pretrained": "synthpre",
         "epochs": 2,
         "batch_size": 32,
-        "lr": 3e-4,
-        "module_lr": 3e-3,
+        "lr": 1e-3,
+        "module_lr": 1e-3,
         "lambda_osfcm": 1.0,
     },
     "scratch": {

@@ -22,6 +22,7 @@ from .train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TUNING_SEED = 100      # not one of the book's seeds
+MAX_EPOCHS = 3         # the most epochs whose 20 trained runs fit the book's 15 minutes on 2 cores (4 took 16-18 min)
 
 
 def grid(**axes) -> list[dict]:
@@ -55,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     generate(args.data_dir, seed=0, **profiles.data_sizes(args.profile))
     backbone = validation_table(args.profile, args.data_dir, args.runs_dir, "clip",
-                                grid(lr=[3e-5, 1e-4, 3e-4, 1e-3], epochs=[2, 4], module_lr=[1e-3]))
-    best = backbone.sort_values(["best_val_rsum", "epochs"], ascending=[False, True]).iloc[0]
+                                grid(lr=[3e-5, 1e-4, 3e-4, 1e-3], epochs=[2, 3, 4], module_lr=[1e-3]))
+    affordable = backbone[backbone["epochs"] <= MAX_EPOCHS]
+    best = affordable.sort_values(["best_val_rsum", "epochs"], ascending=[False, True]).iloc[0]
     chosen = {"lr": float(best["lr"]), "epochs": int(best["epochs"])}   # module_lr: no effect on clip (pinned: the
     # grid does not depend on the profile's values it chooses)
     modules = validation_table(args.profile, args.data_dir, args.runs_dir, "osdpm",
@@ -74,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         backbone.to_markdown(index=False, floatfmt=".4g"),
         "",
-        f"Chosen: lr = {chosen['lr']:g}, epochs = {chosen['epochs']} (highest validation Rsum; fewer epochs on a tie).",
+        f"Chosen: lr = {chosen['lr']:g}, epochs = {chosen['epochs']} (highest validation Rsum among the settings of at "
+        f"most {MAX_EPOCHS} epochs, which fit the book's budget; fewer epochs on a tie).",
         "",
         "## 2. Learning rate of the new modules (`osdpm`, with the chosen lr and epochs)",
         "",
@@ -82,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Chosen: module_lr = {float(best_m['module_lr']):g}.",
         "",
-        "The grid is limited by the book's budget (≤ 15 min for 21 runs on 2 CPU cores): more epochs did not fit.",
+        f"The budget decides the epochs: with 4 epochs the book's 21 runs took 16–18 min on 2 CPU cores (over the "
+        f"15-minute goal), so 4-epoch settings are shown but not eligible.",
         "",
     ]
     args.out.write_text("\n".join(text))
