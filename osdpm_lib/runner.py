@@ -79,12 +79,12 @@ def run_chain(name: str, profile: str = "default", dataset: str = "embedded", on
         own = {k: v for k, v in params.items() if k in declared}
         target = out / f"{src.stem}.ipynb"
         t0 = time.perf_counter()
-        log(f"[{name}] {src.name} -> {target.relative_to(results_root.parent) if target.is_relative_to(results_root.parent) else target}")
         pm.execute_notebook(out / f".{src.stem}.src.ipynb", target, parameters=own, cwd=str(out),
                             kernel_name="python3", progress_bar=False, report_mode=False,
                             kernel_manager_class=_IPCKernelManager)
         (out / f".{src.stem}.src.ipynb").unlink()
-        log(f"[{name}] {src.stem} done in {time.perf_counter() - t0:.1f} s")
+        shown = target.relative_to(results_root.parent) if target.is_relative_to(results_root.parent) else target
+        log(f"[{name}] {src.name} -> {shown} ({time.perf_counter() - t0:.1f} s)")   # one line per notebook
         done.append(target)
     return done
 
