@@ -90,8 +90,6 @@ def search(query: str, model, tokenizer, image_embeddings, k: int = 8) -> tuple[
     with ``encode_text``) and ``tokenizer``, compared (cosine) with ``image_embeddings`` ``[N, D]``
     (normalised, e.g. ``test_encoded.npz``'s ``images``).  Returns the top-``k`` indices (best first,
     ties in index order) and their similarities."""
-    import torch
-
     model.eval()
     dev = next(model.parameters()).device
     with torch.no_grad():

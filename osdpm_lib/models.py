@@ -73,10 +73,15 @@ def _without_random_init_warning():
         root.removeFilter(keep)
 
 
+def weights_file(name: str, tag: str, folder: Path = WEIGHTS_DIR) -> Path:
+    """Where the checkpoint of model ``name`` and tag ``tag`` lives: ``<folder>/<name>_<tag>.safetensors``."""
+    return Path(folder) / f"{name}_{tag}.safetensors"
+
+
 def bundled_weights(name: str, tag: str | None) -> Path | None:
-    """The checkpoint shipped with the library for model ``name`` and tag ``tag`` (``weights/<name>_<tag>.safetensors``,
-    e.g. ``osdpm-tiny-vit`` / ``synthpre``, made by ``make pretrain``), or None when there is none."""
-    path = WEIGHTS_DIR / f"{name}_{tag}.safetensors" if tag and "/" not in tag else None
+    """The checkpoint shipped with the library for model ``name`` and tag ``tag`` (:func:`weights_file` in
+    ``weights/``, e.g. ``osdpm-tiny-vit`` / ``synthpre``, made by ``make pretrain``), or None when there is none."""
+    path = weights_file(name, tag) if tag and "/" not in tag else None
     return path if path is not None and path.is_file() else None
 
 

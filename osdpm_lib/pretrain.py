@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import platform
@@ -28,7 +27,8 @@ from pathlib import Path
 import torch
 
 from . import checkpoints
-from .models import WEIGHTS_DIR
+from .download import sha256_file as sha256
+from .models import WEIGHTS_DIR, weights_file
 from .train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,15 +42,7 @@ TRAIN = {"variant": "clip", "model": MODEL, "pretrained": None, "epochs": 10, "b
 
 
 def weights_path(model: str = MODEL, tag: str = TAG, out_dir: Path = WEIGHTS_DIR) -> Path:
-    return Path(out_dir) / f"{model}_{tag}.safetensors"
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return weights_file(model, tag, out_dir)
 
 
 def export(best_pt: Path, out: Path, dtype: torch.dtype = torch.float16) -> None:
@@ -73,9 +65,9 @@ def benchmark_overlap(corpus_dir: Path, benchmark_dir: Path) -> dict:
     out = {k: v for k, v in res.items() if k != "pairs"}
     # the hash pairs within the threshold, to be looked at: chance matches of near-uniform layouts look alike in a
     # 64-bit hash (docs/pretrain_phash_pairs.png shows those of the shipped corpus)
-    pairs = res["pairs"] if res["pairs"] is not None else []
-    out["near-duplicate pairs"] = [{"filename a": str(a), "filename b": str(b), "distance": int(d)}
-                                   for a, b, d in (pairs.itertuples(index=False) if len(pairs) else [])]
+    pairs = res["pairs"]
+    out["near-duplicate pairs"] = [] if pairs is None else [
+        {"filename a": str(a), "filename b": str(b), "distance": int(d)} for a, b, d in pairs.itertuples(index=False)]
     return out
 
 

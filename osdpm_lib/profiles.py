@@ -88,7 +88,7 @@ def data_sizes(name: str) -> dict:
     """The embedded benchmark's generation arguments of a profile (``n_images``, ``image_size``, ``n_val``,
     ``n_test`` where set)."""
     p = get(name)
-    return {k: p[k] for k in ("n_images", "image_size", "n_val", "n_test") if k in p}
+    return {k: p[k] for k in sorted(DATA_KEYS - {"seeds"}) if k in p}
 
 
 def run_name(variant: str, seed: int) -> str:
