@@ -116,16 +116,22 @@ def choose(comparisons: pd.DataFrame, baseline: str, groups: dict[str, list[str]
     return chosen
 
 
+def combine(picks: dict[str, str]) -> dict:
+    """The OSFCM settings of the chosen alternatives (group -> setting name of :data:`OSFCM_SETTINGS`), each applied
+    as its own change on top of the earlier design."""
+    combined = dict(OSFCM_BEFORE)
+    for name in picks.values():
+        combined |= OSFCM_SETTINGS[name]
+    return combined
+
+
 def design_study(profile: str, data_dir, runs_dir, seeds=STUDY_SEEDS, n_boot: int = 2000) -> dict:
     """OSFCM (variant ``osdpm``): one change at a time from the earlier design, then the chosen combination against
     it; DAPN (variant ``clip+dapn``): which blocks' tokens.  Everything on validation; returns the tables and choices."""
     settings = {k: OSFCM_BEFORE | v for k, v in OSFCM_SETTINGS.items()}
     runs, comp = validation_study(profile, data_dir, runs_dir, "osdpm", settings, "before", seeds, n_boot)
     picks = choose(comp, "before", CHOICE_GROUPS)
-    combined = dict(OSFCM_BEFORE)
-    for group, name in picks.items():
-        combined |= settings[name] if name != "before" else {}
-    combined = {k: combined[k] for k in OSFCM_BEFORE}
+    combined = combine(picks)
     runs2, comp2 = validation_study(profile, data_dir, runs_dir, "osdpm",
                                     {"before": settings["before"], "chosen": combined}, "before", seeds, n_boot)
     druns, dcomp = validation_study(profile, data_dir, runs_dir, "clip+dapn", DAPN_SETTINGS, "layers-last",
