@@ -409,17 +409,21 @@ def scene_coverage(priors: Priors, scenes: Sequence[str | None], by: str = "name
 
     ``coverage`` is the fraction of the scene's images that name at least one category (``by="named"``)
     or have a non-empty high-probability set (``by="high"``); an image without one gets no OSFCM target.
-    ``mean_categories`` is the mean number of such categories per image (how specific the priors stay).
-    Images whose scene is None are left out.  Columns: scene, n_images, n_covered, coverage,
-    mean_categories; sorted by scene.
+    ``mean_categories`` is the mean number of such categories per image (how specific the priors stay);
+    ``top_category`` and ``top_share`` are rank 1 of :func:`top_categories_by_scene`.  Images whose scene
+    is None are left out.  Columns: scene, n_images, n_covered, coverage, mean_categories, top_category,
+    top_share; sorted by scene.
     """
     if len(scenes) != len(priors):
         raise ValueError(f"{len(scenes)} scenes for {len(priors)} images")
     per_image = _named_mask(priors, by).sum(axis=1)
+    top = top_categories_by_scene(priors, scenes, k=1, by=by).set_index("scene")
     rows = [{"scene": scene, "n_images": int(sel.sum()), "n_covered": int((per_image[sel] > 0).sum()),
-             "coverage": float((per_image[sel] > 0).mean()), "mean_categories": float(per_image[sel].mean())}
+             "coverage": float((per_image[sel] > 0).mean()), "mean_categories": float(per_image[sel].mean()),
+             "top_category": top.loc[scene, "category"], "top_share": float(top.loc[scene, "share"])}
             for scene, sel in _scene_masks(scenes)]
-    return pd.DataFrame(rows, columns=["scene", "n_images", "n_covered", "coverage", "mean_categories"])
+    return pd.DataFrame(rows, columns=["scene", "n_images", "n_covered", "coverage", "mean_categories",
+                                       "top_category", "top_share"])
 
 
 def top_categories_by_scene(priors: Priors, scenes: Sequence[str | None], k: int = 5,

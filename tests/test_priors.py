@@ -280,10 +280,13 @@ def test_top_categories_by_scene(wordnet):
 def test_scene_coverage(wordnet):
     p = _toy()  # airport_1 names 4 categories (2 in its high set), 00017 none, port_1 2, parking_1 2
     cov = priors.scene_coverage(p, ["x", "port", "x", None])
-    assert list(cov.columns) == ["scene", "n_images", "n_covered", "coverage", "mean_categories"]
+    assert list(cov.columns) == ["scene", "n_images", "n_covered", "coverage", "mean_categories", "top_category",
+                                 "top_share"]
     assert cov.scene.tolist() == ["port", "x"]  # sorted, the image of scene None left out
     x = cov.set_index("scene").loc["x"]
     assert (x.n_images, x.n_covered, x.coverage, x.mean_categories) == (2, 1, 0.5, 2.0)
+    assert (x.top_category, x.top_share) == ("airplane", 0.5)  # ties: lexicon order
+    assert cov.set_index("scene").loc["port", "top_category"] == "boat"
     assert cov.set_index("scene").loc["port", "coverage"] == 1.0
     high = priors.scene_coverage(p, ["x", "port", "x", None], by="high").set_index("scene")
     assert high.loc["x", "mean_categories"] == 1.0
@@ -347,6 +350,7 @@ def test_rsicd_scene_coverage(rsicd):
     assert len(cov) == 30 and cov.n_images.sum() == 9828 - 855
     assert cov.coverage.min() >= 0.98, cov.coverage.nsmallest(3)
     assert cov.loc[["desert", "mountain", "bareland"], "coverage"].min() >= 0.98
+    assert cov.loc[["desert", "mountain", "bareland"], "top_category"].tolist() == ["desert", "mountain", "bare land"]
     assert cov.mean_categories.max() < 4
     named = priors.top_categories_by_scene(p, scenes, k=len(p.categories)).set_index(["scene", "category"]).share
     assert named["desert", "beach"] < 0.05 and named["desert", "sea"] < 0.05
