@@ -110,3 +110,14 @@ def test_frozen_backbone_trains_only_projections_and_modules():
     assert {"clip.visual.proj", "clip.text_projection"} <= moved <= {"clip.visual.proj", "clip.text_projection",
                                                                      "clip.logit_scale"}
     assert any(k.startswith("dapn.") for k in changed) and any(k.startswith("osfcm.") for k in changed)
+
+
+def test_config_key_of_osdpm_follows_the_lexicon(monkeypatch):
+    """A finished OSDPM run is not reused once the lexicon (its prior's categories and terms) changes;
+    the CLIP baselines do not read the lexicon and keep their key."""
+    from osdpm_lib import lexicon
+
+    osdpm, clip = (profiles.train_config("ci", v, 0) for v in ("osdpm", "clip"))
+    before = osdpm.key(), clip.key()
+    monkeypatch.setattr(lexicon, "CATEGORIES", {**lexicon.CATEGORIES, "tower": ("tower",)})
+    assert osdpm.key() != before[0] and clip.key() == before[1]
