@@ -151,10 +151,19 @@ class CaptionNounExtractor:
                 if _WORD.match(tok) and tok not in STOPWORDS:
                     if self.is_noun(lem):
                         out.append((lem, self.terms.get(lem, self.terms.get(tok))))
-                    elif tok in self.terms:  # a lexicon term WordNet lacks as a noun: trust the lexicon
-                        out.append((tok, self.terms[tok]))
+                    elif (term := self._unlisted_term(tok)) is not None:  # a term WordNet lacks: trust the lexicon
+                        out.append((term, self.terms[term]))
                 i += 1
         return out
+
+    def _unlisted_term(self, token: str) -> str | None:
+        """The lexicon term a token WordNet does not know names ("cropland"; "barelands" -> "bareland":
+        the lemmatiser leaves words outside WordNet as they are), or None."""
+        if token in self.terms:
+            return token
+        if token.endswith("s") and token[:-1] in self.terms:
+            return token[:-1]
+        return None
 
     def nouns(self, caption: str) -> list[str]:
         """Noun lemmas and matched multi-word terms of a caption, in order (for lexicon coverage)."""
@@ -395,6 +404,42 @@ def cached_image_priors(records, cache_dir: str | os.PathLike, threshold: float 
     return pri
 
 
+def _named_mask(priors: Priors, by: str) -> np.ndarray:
+    """``[n_images, K]``: whether an image names a category (``by="named"``: any caption does;
+    ``by="high"``: the category is in its high-probability set)."""
+    if by not in ("named", "high"):
+        raise ValueError(f"by must be 'named' or 'high', got {by!r}")
+    return priors.counts > 0 if by == "named" else priors.high
+
+
+def _scene_masks(scenes: Sequence[str | None]) -> list[tuple[str, np.ndarray]]:
+    """(scene, boolean mask of its images) per scene, sorted by name; images whose scene is None are left out."""
+    arr = np.asarray([s if s is not None else "" for s in scenes], dtype=object)
+    return [(scene, arr == scene) for scene in sorted({s for s in scenes if s is not None})]
+
+
+def scene_coverage(priors: Priors, scenes: Sequence[str | None], by: str = "named") -> pd.DataFrame:
+    """Per scene, how many of its images have a prior at all.
+
+    ``coverage`` is the fraction of the scene's images that name at least one category (``by="named"``)
+    or have a non-empty high-probability set (``by="high"``); an image without one gets no OSFCM target.
+    ``mean_categories`` is the mean number of such categories per image (how specific the priors stay);
+    ``top_category`` and ``top_share`` are rank 1 of :func:`top_categories_by_scene`.  Images whose scene
+    is None are left out.  Columns: scene, n_images, n_covered, coverage, mean_categories, top_category,
+    top_share; sorted by scene.
+    """
+    if len(scenes) != len(priors):
+        raise ValueError(f"{len(scenes)} scenes for {len(priors)} images")
+    per_image = _named_mask(priors, by).sum(axis=1)
+    top = top_categories_by_scene(priors, scenes, k=1, by=by).set_index("scene")
+    rows = [{"scene": scene, "n_images": int(sel.sum()), "n_covered": int((per_image[sel] > 0).sum()),
+             "coverage": float((per_image[sel] > 0).mean()), "mean_categories": float(per_image[sel].mean()),
+             "top_category": top.loc[scene, "category"], "top_share": float(top.loc[scene, "share"])}
+            for scene, sel in _scene_masks(scenes)]
+    return pd.DataFrame(rows, columns=["scene", "n_images", "n_covered", "coverage", "mean_categories",
+                                       "top_category", "top_share"])
+
+
 def top_categories_by_scene(priors: Priors, scenes: Sequence[str | None], k: int = 5,
                             by: str = "named") -> pd.DataFrame:
     """Per scene, the ``k`` categories named by the largest share of its images.
@@ -405,11 +450,9 @@ def top_categories_by_scene(priors: Priors, scenes: Sequence[str | None], k: int
     """
     if len(scenes) != len(priors):
         raise ValueError(f"{len(scenes)} scenes for {len(priors)} images")
-    mask = {"named": priors.counts > 0, "high": priors.high}[by]
-    scenes_arr = np.asarray([s if s is not None else "" for s in scenes], dtype=object)
+    mask = _named_mask(priors, by)
     rows = []
-    for scene in sorted({s for s in scenes if s is not None}):
-        sel = scenes_arr == scene
+    for scene, sel in _scene_masks(scenes):
         share = mask[sel].mean(axis=0)
         order = sorted(range(len(priors.categories)), key=lambda j: (-share[j], j))[:k]
         for rank, j in enumerate(order, start=1):

@@ -96,7 +96,10 @@ class TrainConfig:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {allowed}")
 
     def key(self) -> str:
-        blob = json.dumps({k: v for k, v in dataclasses.asdict(self).items() if k not in _NOT_IN_KEY}, sort_keys=True)
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in _NOT_IN_KEY}
+        if self.variant == "osdpm":  # its OSFCM target: the lexicon's categories and terms (a new one retrains)
+            fields["lexicon"] = lexicon.CATEGORIES
+        blob = json.dumps(fields, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 

@@ -142,8 +142,19 @@ def test_provision_rejects_a_folder_that_is_not_wordnet(tmp_path):
     ("the railway tracks pass a train station", ["railway", "railway"]),
     ("a diamond-shaped building", ["building"]),  # hyphenated modifiers are not nouns
     ("some cropland", ["farmland"]),  # a lexicon term WordNet 3.0 lacks as a noun still counts
-    ("it is a piece of bare land .", []),
+    ("it is a piece of khaki land .", []),  # "land" alone names no category
     ("", []),
+    # the categories of RSICD's desert, mountain and bareland scenes and its swimming pools
+    ("it is a piece of bare land .", ["bare land"]),
+    ("some barelands and a wasteland", ["bare land", "bare land"]),  # "barelands": a plural WordNet lacks
+    ("a piece of yellow desert with sand dunes", ["desert", "desert"]),
+    ("green mountains and a hill", ["mountain", "mountain"]),
+    ("a swimming pool is beside the houses", ["swimming pool", "house"]),
+    # material and water words of no one kind name no category
+    ("white sand on the beach", ["beach"]),
+    ("some ripples are in a piece of yellow sands .", []),
+    ("the water of the lake is green", ["pond"]),
+    ("a pool near a house", ["house"]),
 ])
 def test_caption_categories(wordnet, caption, expected):
     assert priors.caption_categories(caption) == expected
@@ -180,7 +191,7 @@ def _toy() -> priors.Priors:
     return priors.image_priors([
         Rec("airport_1.jpg", FIVE),
         Rec("port_1.jpg", ("boats in a harbor", "many boats", "boats", "a ship", "some boats and a pier")),
-        Rec("00017.jpg", ("a piece of land", "bare land", "land", "it is bare", "nothing")),
+        Rec("00017.jpg", ("a piece of land", "khaki land", "land", "it is bare", "nothing")),
         Rec("parking_1.jpg", ("cars in a parking lot",)),
     ])
 
@@ -266,6 +277,28 @@ def test_top_categories_by_scene(wordnet):
         priors.top_categories_by_scene(p, ["airport"])
 
 
+def test_scene_coverage(wordnet):
+    p = _toy()  # airport_1 names 4 categories (2 in its high set), 00017 none, port_1 2, parking_1 2
+    cov = priors.scene_coverage(p, ["x", "port", "x", None])
+    assert list(cov.columns) == ["scene", "n_images", "n_covered", "coverage", "mean_categories", "top_category",
+                                 "top_share"]
+    assert cov.scene.tolist() == ["port", "x"]  # sorted, the image of scene None left out
+    x = cov.set_index("scene").loc["x"]
+    assert (x.n_images, x.n_covered, x.coverage, x.mean_categories) == (2, 1, 0.5, 2.0)
+    assert (x.top_category, x.top_share) == ("airplane", 0.5)  # ties: lexicon order
+    assert cov.set_index("scene").loc["port", "top_category"] == "boat"
+    assert cov.set_index("scene").loc["port", "coverage"] == 1.0
+    high = priors.scene_coverage(p, ["x", "port", "x", None], by="high").set_index("scene")
+    assert high.loc["x", "mean_categories"] == 1.0
+    p5 = priors.image_priors([Rec("a.jpg", FIVE)], threshold=0.5)  # names 4 categories, none in 3 of 5 captions
+    assert priors.scene_coverage(p5, ["airport"]).coverage.tolist() == [1.0]
+    assert priors.scene_coverage(p5, ["airport"], by="high").coverage.tolist() == [0.0]
+    with pytest.raises(ValueError, match="scenes for"):
+        priors.scene_coverage(p, ["x"])
+    with pytest.raises(ValueError, match="by must be"):
+        priors.scene_coverage(p, ["x"] * 4, by="all")
+
+
 # --------------------------------------------------------------------------------- real RSICD data
 @pytest.fixture(scope="module")
 def rsicd(wordnet):
@@ -299,9 +332,28 @@ def test_rsicd_priors_are_sensible(rsicd):
     assert top3("storagetanks")[0] == "storage tank"
     assert top3("baseballfield")[0] == "baseball field"
     assert top3("viaduct")[0] == "viaduct" and top3("church")[0] == "church"
+    # land forms name their scenes; "sand" no longer makes deserts beaches, "water" no longer makes sea
+    assert top3("desert")[0] == "desert" and "beach" not in top3("desert") and "sea" not in top3("desert")
+    assert top3("mountain")[0] == "mountain" and top3("bareland")[0] == "bare land"
+    assert top3("beach")[0] == "beach" and top3("pond")[0] == "pond"
+    assert "swimming pool" in top3("resort") + top3("sparseresidential")
     # the lexicon corrections keep RSICD's "basketball fields" and "green plants" where they belong
     share = top.set_index(["scene", "category"]).share
     assert ("playground", "farmland") not in share.index and ("river", "building") not in share.index
+
+
+def test_rsicd_scene_coverage(rsicd):
+    """Every scene's images get a prior (desert, mountain and bareland had 40%, 32% and 52% before the
+    lexicon named their land forms), and the priors stay specific (few categories per image)."""
+    p, scenes = rsicd
+    cov = priors.scene_coverage(p, scenes).set_index("scene")
+    assert len(cov) == 30 and cov.n_images.sum() == 9828 - 855
+    assert cov.coverage.min() >= 0.98, cov.coverage.nsmallest(3)
+    assert cov.loc[["desert", "mountain", "bareland"], "coverage"].min() >= 0.98
+    assert cov.loc[["desert", "mountain", "bareland"], "top_category"].tolist() == ["desert", "mountain", "bare land"]
+    assert cov.mean_categories.max() < 4
+    named = priors.top_categories_by_scene(p, scenes, k=len(p.categories)).set_index(["scene", "category"]).share
+    assert named["desert", "beach"] < 0.05 and named["desert", "sea"] < 0.05
 
 
 def test_rsicd_high_set_is_peaked(rsicd):

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from osdpm_lib import synth
-from osdpm_lib.lexicon import CATEGORIES, CATEGORY_NAMES
+from osdpm_lib.lexicon import CATEGORIES, term_to_category
+from osdpm_lib.synth import scenes
 
 N = 200
 SIZE = 64
@@ -197,7 +198,7 @@ def test_ground_truth_boxes(ds, data, gt):
         with Image.open(ds.parent / synth.IMAGES_DIR / fn) as img:
             assert img.format == "JPEG" and img.size == (SIZE, SIZE) and img.mode == "RGB"
         for b in rec["boxes"]:
-            assert b["category"] in CATEGORY_NAMES
+            assert b["category"] in synth.BENCHMARK_CATEGORIES
             x0, y0, x1, y1 = b["box"]
             assert all(isinstance(v, int) for v in b["box"])
             assert 0 <= x0 < x1 <= SIZE and 0 <= y0 < y1 <= SIZE, (fn, b)
@@ -284,8 +285,37 @@ def test_caption_nouns_from_lexicon(data):
         if any(f" {t} " in text or f" {synth._Captioner.plural(t)} " in text for t in terms):
             used.add(cat)
     assert len(used) >= 20
-    for cat, terms in synth.CAPTION_TERMS.items():
-        assert all(t in CATEGORIES[cat] for t, _ in terms)
+    to_cat = term_to_category()
+    for cat, terms in synth.CAPTION_TERMS.items():  # a lexicon term of this category, or a word the priors skip
+        assert all(to_cat.get(t, cat) == cat for t, _ in terms), (cat, terms)
+    assert ("sand", 2.0) in synth.CAPTION_TERMS["beach"] and "sand" not in to_cat
+
+
+def test_caption_terms_naming_another_category_are_refused():
+    assert scenes._lexicon_terms("beach", (("beach", 1.0), ("sand", 0.5))) == (("beach", 1.0), ("sand", 0.5))
+    assert scenes._lexicon_terms("beach", ()) == ((CATEGORIES["beach"][0], 1.0),)
+    with pytest.raises(ValueError, match="'lake' -> 'pond'"):
+        scenes._lexicon_terms("sea", (("sea", 1.0), ("lake", 1.0)))
+
+
+def test_benchmark_categories_are_a_fixed_subset_of_the_lexicon():
+    """The lexicon may gain categories for real data; the benchmark draws its own 24, in its own order."""
+    assert len(synth.BENCHMARK_CATEGORIES) == 24 == len(set(synth.BENCHMARK_CATEGORIES))
+    assert set(synth.BENCHMARK_CATEGORIES) < set(CATEGORIES)
+    assert sorted(scenes.DRAW_ORDER) == sorted(synth.BENCHMARK_CATEGORIES)
+    assert {"desert", "mountain", "bare land", "swimming pool"}.isdisjoint(synth.BENCHMARK_CATEGORIES)
+
+
+# sha256[:16] of dataset_embedded.json and ground_truth.json of generate(N=200, seed=7, image_size=64), as
+# written before the lexicon gained desert/mountain/bare land/swimming pool and dropped sand/water/pool
+GOLDEN = ("c484c54f18fa25a6", "a9f8f1bc9641cc17")
+
+
+def test_benchmark_unchanged_by_lexicon_changes(ds):
+    import hashlib
+
+    digests = tuple(hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in (ds, ds.parent / synth.GT_NAME))
+    assert digests == GOLDEN
 
 
 def test_counts_in_captions_match_ground_truth(data, gt):

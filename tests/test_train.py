@@ -169,3 +169,14 @@ def test_text_prototypes_follow_the_text_tower(data_dir, tmp_path, monkeypatch):
     train(cfg, data_dir, tmp_path / "run")
     assert len(calls) == 2 and calls[0].shape[0] == len(lexicon.CATEGORY_NAMES)
     assert not torch.allclose(calls[0], calls[1], atol=1e-4)     # the text tower moved during epoch 1
+
+
+def test_config_key_of_osdpm_follows_the_lexicon(monkeypatch):
+    """A finished OSDPM run is not reused once the lexicon (its prior's categories and terms) changes;
+    the CLIP baselines do not read the lexicon and keep their key."""
+    from osdpm_lib import lexicon
+
+    osdpm, clip = (profiles.train_config("ci", v, 0) for v in ("osdpm", "clip"))
+    before = osdpm.key(), clip.key()
+    monkeypatch.setattr(lexicon, "CATEGORIES", {**lexicon.CATEGORIES, "tower": ("tower",)})
+    assert osdpm.key() != before[0] and clip.key() == before[1]

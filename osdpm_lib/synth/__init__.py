@@ -48,15 +48,14 @@ from typing import Sequence
 import numpy as np
 
 from osdpm_lib.data import tokenize
-from osdpm_lib.lexicon import CATEGORY_NAMES
 
 from . import groundtruth
 from .captions import ALT_NOISE, CAPTIONS_PER_IMAGE, _AltText, _Captioner, _fix_articles, _Group, _groups
 from .groundtruth import GT_NAME
 from .render import PAINTERS, _Canvas, _choice, _Obj, _plan, _render, _wchoice, sensor_shift
-from .scenes import (BENCHMARK_VERBS, CAPTION_TERMS, CATEGORY_COLOURS, COLOURS, DRAW_ORDER, LANDCOVER, LINEAR,
-                     MASS_TERMS, NO_PLURAL, NUMBERS, SCENE_SPECS, SCENES, SELF_CATS, SIZE_ADJ, VAGUE_PLURAL_TERMS,
-                     VERBS, WATER, ObjectSpec, SceneSpec)
+from .scenes import (BENCHMARK_CATEGORIES, BENCHMARK_VERBS, CAPTION_TERMS, CATEGORY_COLOURS, COLOURS, DRAW_ORDER,
+                     LANDCOVER, LINEAR, MASS_TERMS, NO_PLURAL, NUMBERS, SCENE_SPECS, SCENES, SELF_CATS, SIZE_ADJ,
+                     VAGUE_PLURAL_TERMS, VERBS, WATER, ObjectSpec, SceneSpec)
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -70,6 +69,7 @@ __all__ = [
     "SceneSpec",
     "SCENE_SPECS",
     "SCENES",
+    "BENCHMARK_CATEGORIES",
     "CAPTION_TERMS",
     "PRETRAIN_JSON",
     "PRETRAIN_PARAMS_NAME",
@@ -317,7 +317,7 @@ def generate(out_dir: str | Path, n_images: int = DEFAULT_N_IMAGES, seed: int = 
 
 # Every ObjectSpec the scene table has for a category (where an out-of-context object borrows its counts and sizes).
 _SPECS_OF: dict[str, tuple[ObjectSpec, ...]] = {
-    cat: tuple(o for s in SCENE_SPECS.values() for o in s.objects if o.category == cat) for cat in CATEGORY_NAMES
+    cat: tuple(o for s in SCENE_SPECS.values() for o in s.objects if o.category == cat) for cat in BENCHMARK_CATEGORIES
 }
 
 
@@ -351,7 +351,7 @@ def _pretrain_objects(scene: str, rng: np.random.Generator) -> tuple[SceneSpec, 
             if o.category not in objs:
                 objs[o.category] = _perturb(o, rng, keep=k == 0)
     if rng.random() < PRETRAIN_EXTRA_FRACTION:
-        cat = _choice(rng, [c for c in CATEGORY_NAMES if c not in objs])
+        cat = _choice(rng, [c for c in BENCHMARK_CATEGORIES if c not in objs])
         objs[cat] = _perturb(_choice(rng, _SPECS_OF[cat]), rng, keep=True)
     return spec, tuple(objs.values())
 

@@ -10,11 +10,10 @@ from typing import Sequence
 import numpy as np
 
 from osdpm_lib.data import tokenize
-from osdpm_lib.lexicon import CATEGORY_NAMES
 
 from .render import _Canvas, _choice, _Obj, _wchoice
-from .scenes import (BENCHMARK_VERBS, CAPTION_TERMS, LINEAR, MASS_TERMS, NO_PLURAL, NUMBERS, SELF_CATS, SIZE_ADJ,
-                     VAGUE_PLURAL_TERMS, VERBS, SceneSpec)
+from .scenes import (BENCHMARK_CATEGORIES, BENCHMARK_VERBS, CAPTION_TERMS, LINEAR, MASS_TERMS, NO_PLURAL, NUMBERS,
+                     SELF_CATS, SIZE_ADJ, VAGUE_PLURAL_TERMS, VERBS, SceneSpec)
 
 CAPTIONS_PER_IMAGE = 5
 ALT_NOISE = 0.1  # alt-texts naming a wrong object or leaving the main one out
@@ -189,7 +188,7 @@ class _Captioner:
     def vague_ok(self, sentence: str) -> bool:
         """Whether a generic sentence names only categories that were drawn."""
         toks = f" {sentence} "
-        for cat in CATEGORY_NAMES:
+        for cat in BENCHMARK_CATEGORIES:
             if cat in self.g:
                 continue
             for t in CAPTION_TERMS[cat] + self.spec.terms.get(cat, ()):
@@ -326,7 +325,7 @@ class _AltText(_Captioner):
         picked = [main] + [others[i] for i in rng.permutation(len(others))[:k]]
         u = rng.random()
         if u < ALT_NOISE and (u < ALT_NOISE / 2 or len(picked) == 1):
-            picked[int(rng.integers(len(picked)))] = _choice(rng, [c for c in CATEGORY_NAMES if c not in g])
+            picked[int(rng.integers(len(picked)))] = _choice(rng, [c for c in BENCHMARK_CATEGORIES if c not in g])
         elif u < ALT_NOISE:
             picked.remove(main)
         return [picked[i] for i in rng.permutation(len(picked))]

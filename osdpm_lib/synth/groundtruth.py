@@ -2,7 +2,7 @@
 
 ``{"image_size": S, "seed": s, "n_images": n, "params": {...}, "scenes": [...], "images": {filename:
 {"scene": str, "boxes": [{"category", "box": [x0, y0, x1, y1], "color"}]}}}``: pixel coordinates at
-``image_size``, x1/y1 exclusive, categories of :data:`osdpm_lib.lexicon.CATEGORY_NAMES`.  ``params`` is
+``image_size``, x1/y1 exclusive, categories of :data:`osdpm_lib.synth.scenes.BENCHMARK_CATEGORIES`.  ``params`` is
 what :func:`osdpm_lib.synth.is_current` compares; the file is written last, so its presence marks a
 complete generation.  A real data set has no ground truth (:func:`load_ground_truth` returns None).
 
