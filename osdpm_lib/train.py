@@ -67,10 +67,11 @@ class TrainConfig:
     lambda_osfcm: float = 1.0
     osfcm_tau: float = 0.1
     prior_threshold: float = 0.4     # the high-probability set: categories named in >= this share of an image's captions
-    osfcm_target: str = "full"       # priors.TARGETS: "high" = the high-probability set renormalised, "full" = all nouns
+    # OSFCM's design, chosen on validation (docs/DESIGN_STUDY.md, `python -m osdpm_lib.tuning --part design`):
+    osfcm_target: str = "high"       # priors.TARGETS: "high" = the high-probability set renormalised, "full" = all nouns
     osfcm_prototypes: str = "free"   # models.PROTOTYPE_MODES: "free" (trained), "fixed" (text embeddings), "text" (per epoch)
-    osfcm_ambiguity: str = "all"     # losses.AMBIGUITY_MODES: which images OSFCM pulls ("all", "entropy"-weighted, "ambiguous")
-    osfcm_warmup_frac: float = 0.0   # lambda_osfcm ramps linearly from 0 over this share of the training steps
+    osfcm_ambiguity: str = "entropy" # losses.AMBIGUITY_MODES: which images OSFCM pulls ("all", "entropy"-weighted, "ambiguous")
+    osfcm_warmup_frac: float = 0.3   # lambda_osfcm ramps linearly from 0 over this share of the training steps
     dapn: DAPNConfig = field(default_factory=DAPNConfig)   # DAPN's hyperparameters (a dict of some fields is accepted)
     ties: str = "expected"           # tie rule of the retrieval metrics (validation selection and test), metrics.TIE_RULES
     augment: bool = True
