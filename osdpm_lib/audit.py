@@ -1,11 +1,12 @@
 """Dataset audit: caption lengths, duplicate captions, class balance and overlap between data sets.
 
 All functions are pure and take :class:`osdpm_lib.data.Annotations`; they return pandas DataFrames or
-dicts.  :func:`shared_files` lists image files referenced by several records (which ``data.load`` refuses
-unless ``allow_shared_images``; the command line reads with it and reports them).  Captions are compared after :func:`normalize` (lower case, whitespace collapsed, trailing
+dicts.  Captions are compared after :func:`normalize` (lower case, whitespace collapsed, trailing
 punctuation stripped) everywhere.  :func:`overlap` compares two data sets (or two splits of one, see
 :func:`split_of`) by filename, by caption text and, given both image folders, by perceptual hash
 (``imagehash.phash``, 64 bits; pairs within ``max_distance`` bits are near duplicates).
+:func:`shared_files` lists image files referenced by several records (which ``data.load`` refuses unless
+``allow_shared_images``; the command line reads with that option and reports them).
 
 Command line::
 
@@ -311,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
             sections.append(("Overlap between splits",
                              split_overlap(ann, args.images, args.max_distance, digits=4)))
         if args.against:
-            res = overlap(ann, load(args.against, allow_shared_images=True), args.images, args.against_images, args.max_distance)
+            against = load(args.against, allow_shared_images=True)
+            res = overlap(ann, against, args.images, args.against_images, args.max_distance)
             sections.append((f"Overlap with {args.against.name} (a: {args.path.name})", overlap_table(res, 4)))
             if res["pairs"] is not None:
                 sections.append(("Near-duplicate images", res["pairs"]))

@@ -153,13 +153,15 @@ class Bundle:
 
 
 def load_bundle(data_dir, tokenizer, preprocess: dict, with_priors: bool, prior_threshold: float = 0.4,
-                image_dir=None, cache_dir=None, ann=None) -> Bundle:
-    """The split tensors and priors of the data set at ``data_dir`` (``ann``: its annotations, if read already)."""
+                image_dir=None, cache_dir=None, ann=None, bands=None) -> Bundle:
+    """The split tensors and priors of the data set at ``data_dir`` (``ann``: its annotations, if read already;
+    ``bands``: see :func:`osdpm_lib.data.read_image`)."""
     data_dir = Path(data_dir)
     ann = ann if ann is not None else load_annotations(data_dir)
     image_dir = Path(image_dir) if image_dir else data_dir / "images"
     size = preprocess["image_size"]
-    splits = {s: SplitTensors.build(ann.split(s), image_dir, size, tokenizer, cache_dir) for s in ("train", "val", "test")}
+    splits = {s: SplitTensors.build(ann.split(s), image_dir, size, tokenizer, cache_dir, bands)
+              for s in ("train", "val", "test")}
     for s, t in splits.items():
         if len(t.records) == 0:
             raise ValueError(f"{ann.source}: split {s!r} is empty")
