@@ -365,6 +365,7 @@ _READERS: dict[str, Callable[[Path], tuple[Path, _Entries]]] = {
 STRETCH_PERCENTILES = (2.0, 98.0)  # per-image stretch of 16-bit / float samples to 8 bits
 READ_RULE = "rgb8-v2"              # changes whenever read_image decodes some file differently (image cache key)
 PROGRESS_MIN = 1000                # check_image_files shows a progress bar (on a terminal) from this many images
+PROCESS_MIN = 256                  # ... and decodes in worker processes from this many
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 _DEEP_MODES = ("I", "F", "I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I;32", "I;32S")  # one band, > 8 bits
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -503,17 +504,28 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def _check_one(job: tuple[Path, str, tuple[int, ...] | None]) -> tuple[bool, bool] | str:
+    """One image for :func:`check_image_files`: ``(rescaled, alpha dropped)``, or the error message."""
+    try:
+        decoded = read_image(*job)
+    except AnnotationError as exc:
+        return str(exc)
+    return decoded.rescaled, decoded.alpha_dropped
+
+
 def check_image_files(records: list[ImageRecord], image_dir: str | Path, bands=None, workers: int | None = None,
                       progress: bool | None = None) -> dict:
-    """Decode every image of ``records`` under ``image_dir`` with :func:`read_image`, ``workers`` threads at a
-    time (default: every available core; Pillow decodes without holding the GIL).
+    """Decode every image of ``records`` under ``image_dir`` with :func:`read_image`, on ``workers`` cores
+    (default: every available one): in spawned worker processes from :data:`PROCESS_MIN` images, in threads
+    below (Pillow decodes without holding the GIL, but parses headers in Python).
 
     Every missing or bad image is collected; if there are any, one :class:`AnnotationError` lists them all
     (file and record, one per line).  Otherwise returns ``{"images": N, "rescaled": R, "alpha dropped": A}``
     over the distinct files.  ``progress``: a tqdm bar (default: on a terminal, from :data:`PROGRESS_MIN`
     images).
     """
-    from concurrent.futures import ThreadPoolExecutor
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
     from tqdm import tqdm
 
@@ -521,24 +533,23 @@ def check_image_files(records: list[ImageRecord], image_dir: str | Path, bands=N
     first: dict[str, ImageRecord] = {}
     for rec in records:
         first.setdefault(rec.filename, rec)
-    recs = list(first.values())
-
-    def one(rec: ImageRecord) -> DecodedImage | AnnotationError:
-        try:
-            return read_image(image_dir / rec.filename, rec.origin, bands)
-        except AnnotationError as exc:
-            return exc
-
-    disable = (not progress) if progress is not None else (len(recs) < PROGRESS_MIN or None)
-    with ThreadPoolExecutor(max(1, workers or available_cores())) as pool:
-        results = list(tqdm(pool.map(one, recs), total=len(recs), desc=f"checking {image_dir.name}",
-                            unit="img", disable=disable, file=sys.stderr))
-    bad = [str(r) for r in results if isinstance(r, AnnotationError)]
+    jobs = [(image_dir / rec.filename, rec.origin, bands) for rec in first.values()]
+    workers = max(1, workers or available_cores())
+    if workers > 1 and len(jobs) >= PROCESS_MIN:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        chunk = max(1, min(64, len(jobs) // (8 * workers)))
+    else:
+        pool, chunk = ThreadPoolExecutor(workers), 1
+    disable = (not progress) if progress is not None else (len(jobs) < PROGRESS_MIN or None)
+    with pool:
+        results = list(tqdm(pool.map(_check_one, jobs, chunksize=chunk), total=len(jobs), unit="img",
+                            desc=f"checking {image_dir.name}", disable=disable, file=sys.stderr))
+    bad = [r for r in results if isinstance(r, str)]
     if bad:
-        raise AnnotationError(f"{len(bad)} of {len(recs)} images under {image_dir} are missing or bad:\n"
+        raise AnnotationError(f"{len(bad)} of {len(jobs)} images under {image_dir} are missing or bad:\n"
                               + "\n".join(bad))
-    return {"images": len(recs), "rescaled": sum(r.rescaled for r in results),
-            "alpha dropped": sum(r.alpha_dropped for r in results)}
+    return {"images": len(jobs), "rescaled": sum(r[0] for r in results),
+            "alpha dropped": sum(r[1] for r in results)}
 
 
 def shared_images(records: list[ImageRecord]) -> dict[str, list[ImageRecord]]:

@@ -5,6 +5,7 @@ and the one reader (data.read_image) that the image cache, the check and the aud
 from __future__ import annotations
 
 import json
+import multiprocessing
 import struct
 import subprocess
 import sys
@@ -89,6 +90,26 @@ def test_check_passes_with_a_report_and_threads_agree(tmp_path):
     assert "image check" not in data.summary(load(folder))
     one = data.check_image_files(ann.images, folder / "images", workers=1, progress=False)
     assert one == data.check_image_files(ann.images, folder / "images", workers=3, progress=False)
+
+
+def test_large_sets_are_checked_in_worker_processes(tmp_path, monkeypatch):
+    names = [f"im_{i}.jpg" for i in range(5)]
+    folder = write_dataset(tmp_path / "d", [(n, "train") for n in names] + [("s_1.tif", "test")])
+    for i, n in enumerate(names):
+        noise_jpeg(folder / "images" / n, i)
+    Image.fromarray(tiff16()).save(folder / "images" / "s_1.tif")
+    ann = load(folder)
+    monkeypatch.setattr(data, "PROCESS_MIN", 2)
+    spawned = []
+    get_context = multiprocessing.get_context
+    monkeypatch.setattr(multiprocessing, "get_context", lambda method=None: spawned.append(method)
+                        or get_context(method))
+    assert data.check_image_files(ann.images, folder / "images", workers=2, progress=False) == \
+        {"images": 6, "rescaled": 1, "alpha dropped": 0}
+    assert spawned == ["spawn"]
+    (folder / "images" / "im_3.jpg").write_bytes(b"broken")
+    with pytest.raises(AnnotationError, match=r"1 of 6 images .*\n.*record 3: image .*im_3\.jpg is unreadable"):
+        data.check_image_files(ann.images, folder / "images", workers=2, progress=False)
 
 
 # ----------------------------------------------------------------------------- one file, two records
