@@ -284,3 +284,15 @@ def test_eight_bit_modes_convert_as_before(tmp_path):
         dec = read_image(path)
         assert not dec.rescaled and not dec.alpha_dropped
         assert np.array_equal(np.asarray(dec.image), want), mode
+
+
+def test_sample_grid_shows_images_as_read(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    from osdpm_lib import figures
+
+    folder = write_dataset(tmp_path / "d", [("s_1.tif", "train")])
+    Image.fromarray(tiff16()).save(folder / "images" / "s_1.tif")
+    fig = figures.sample_grid(load(folder).images, folder / "images", n=1, cols=1)
+    shown = fig.axes[0].get_images()[0].get_array()
+    assert np.array_equal(np.asarray(shown), np.asarray(read_image(folder / "images" / "s_1.tif").image))
