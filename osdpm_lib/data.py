@@ -364,8 +364,8 @@ _READERS: dict[str, Callable[[Path], tuple[Path, _Entries]]] = {
 # ----------------------------------------------------------------------------------------- images
 STRETCH_PERCENTILES = (2.0, 98.0)  # per-image stretch of 16-bit / float samples to 8 bits
 READ_RULE = "rgb8-v2"              # changes whenever read_image decodes some file differently (image cache key)
-PROGRESS_MIN = 1000                # check_image_files shows a progress bar (on a terminal) from this many images
-PROCESS_MIN = 256                  # ... and decodes in worker processes from this many
+LARGE_SET = 1000                   # from this many images check_image_files decodes in worker processes and
+                                   # shows a progress bar (on a terminal)
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 _DEEP_MODES = ("I", "F", "I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I;32", "I;32S")  # one band, > 8 bits
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -516,17 +516,16 @@ def _check_one(job: tuple[Path, str, tuple[int, ...] | None]) -> tuple[bool, boo
 def check_image_files(records: list[ImageRecord], image_dir: str | Path, bands=None, workers: int | None = None,
                       progress: bool | None = None) -> dict:
     """Decode every image of ``records`` under ``image_dir`` with :func:`read_image`, on ``workers`` cores
-    (default: every available one): in spawned worker processes from :data:`PROCESS_MIN` images, in threads
-    below (Pillow decodes without holding the GIL, but parses headers in Python).
+    (default: every available one): in joblib's worker processes from :data:`LARGE_SET` images, in threads
+    below (Pillow decodes without holding the GIL but parses headers in Python; a process costs a second or so
+    to start).
 
     Every missing or bad image is collected; if there are any, one :class:`AnnotationError` lists them all
     (file and record, one per line).  Otherwise returns ``{"images": N, "rescaled": R, "alpha dropped": A}``
-    over the distinct files.  ``progress``: a tqdm bar (default: on a terminal, from :data:`PROGRESS_MIN`
+    over the distinct files.  ``progress``: a tqdm bar (default: on a terminal, from :data:`LARGE_SET`
     images).
     """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-
+    from joblib import Parallel, delayed
     from tqdm import tqdm
 
     image_dir, bands = Path(image_dir), _check_bands(bands)
@@ -534,16 +533,12 @@ def check_image_files(records: list[ImageRecord], image_dir: str | Path, bands=N
     for rec in records:
         first.setdefault(rec.filename, rec)
     jobs = [(image_dir / rec.filename, rec.origin, bands) for rec in first.values()]
-    workers = max(1, workers or available_cores())
-    if workers > 1 and len(jobs) >= PROCESS_MIN:
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-        chunk = max(1, min(64, len(jobs) // (8 * workers)))
-    else:
-        pool, chunk = ThreadPoolExecutor(workers), 1
-    disable = (not progress) if progress is not None else (len(jobs) < PROGRESS_MIN or None)
-    with pool:
-        results = list(tqdm(pool.map(_check_one, jobs, chunksize=chunk), total=len(jobs), unit="img",
-                            desc=f"checking {image_dir.name}", disable=disable, file=sys.stderr))
+    large = len(jobs) >= LARGE_SET
+    parallel = Parallel(n_jobs=max(1, workers or available_cores()), prefer="processes" if large else "threads",
+                        return_as="generator")
+    disable = (not progress) if progress is not None else (not large or None)
+    results = list(tqdm(parallel(delayed(_check_one)(job) for job in jobs), total=len(jobs), unit="img",
+                        desc=f"checking {image_dir.name}", disable=disable, file=sys.stderr))
     bad = [r for r in results if isinstance(r, str)]
     if bad:
         raise AnnotationError(f"{len(bad)} of {len(jobs)} images under {image_dir} are missing or bad:\n"

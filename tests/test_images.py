@@ -5,7 +5,6 @@ and the one reader (data.read_image) that the image cache, the check and the aud
 from __future__ import annotations
 
 import json
-import multiprocessing
 import struct
 import subprocess
 import sys
@@ -79,7 +78,7 @@ def test_truncated_jpeg_and_every_bad_image_are_named(tmp_path):
                           origins=[f"{folder / 'dataset_x.json'}: record {i}" for i in (0, 1)])
 
 
-def test_check_passes_with_a_report_and_threads_agree(tmp_path):
+def test_check_passes_with_a_report_and_threads_agree(tmp_path, capsys):
     names = [f"im_{i}.jpg" for i in range(6)]
     folder = write_dataset(tmp_path / "d", [(n, "train") for n in names])
     for i, n in enumerate(names):
@@ -90,6 +89,9 @@ def test_check_passes_with_a_report_and_threads_agree(tmp_path):
     assert "image check" not in data.summary(load(folder))
     one = data.check_image_files(ann.images, folder / "images", workers=1, progress=False)
     assert one == data.check_image_files(ann.images, folder / "images", workers=3, progress=False)
+    capsys.readouterr()
+    data.check_image_files(ann.images, folder / "images", workers=1, progress=True)
+    assert "checking images: 100%" in capsys.readouterr().err              # the bar, forced on
 
 
 def test_large_sets_are_checked_in_worker_processes(tmp_path, monkeypatch):
@@ -99,14 +101,14 @@ def test_large_sets_are_checked_in_worker_processes(tmp_path, monkeypatch):
         noise_jpeg(folder / "images" / n, i)
     Image.fromarray(tiff16()).save(folder / "images" / "s_1.tif")
     ann = load(folder)
-    monkeypatch.setattr(data, "PROCESS_MIN", 2)
-    spawned = []
-    get_context = multiprocessing.get_context
-    monkeypatch.setattr(multiprocessing, "get_context", lambda method=None: spawned.append(method)
-                        or get_context(method))
+    monkeypatch.setattr(data, "LARGE_SET", 2)
+
+    def not_here(*args):
+        raise AssertionError("decoded in this process")
+
+    monkeypatch.setattr(data, "read_image", not_here)   # worker processes import the module afresh
     assert data.check_image_files(ann.images, folder / "images", workers=2, progress=False) == \
         {"images": 6, "rescaled": 1, "alpha dropped": 0}
-    assert spawned == ["spawn"]
     (folder / "images" / "im_3.jpg").write_bytes(b"broken")
     with pytest.raises(AnnotationError, match=r"1 of 6 images .*\n.*record 3: image .*im_3\.jpg is unreadable"):
         data.check_image_files(ann.images, folder / "images", workers=2, progress=False)
