@@ -51,5 +51,11 @@ ax.axvline(result["best_epoch"], ls="--", c="gray")
 ax.set_ylabel("validation Rsum")
 figures.save(ax.figure, out_dir, f"03_learning_curve_{profiles.run_name(variant, seed)}");
 
+# %% [markdown]
+# Per epoch: losses, validation scores and, for the variants with DAPN, `dapn_ratio`: the mean
+# ‖DAPN delta‖ / ‖CLIP pooled‖ on validation images (0 at the start; near 0 throughout means DAPN barely changes
+# the embedding; notebook 05 shows it for every seed).
+
 # %%
-hist[["epoch", "loss_total", "val_rsum", "val_mr"]].round(2)   # timings (train_s, pairs_per_s) stay in metrics.csv
+shown = ["epoch", "loss_total", "val_rsum", "val_mr"] + (["dapn_ratio"] if hist["dapn_ratio"].notna().any() else [])
+hist[shown].round(4)   # timings (train_s, pairs_per_s) stay in metrics.csv

@@ -69,3 +69,19 @@ figures.save(ax.figure, out_dir, "05_ablation");
 # %%
 ax = figures.paired_ci_plot(paired)
 figures.save(ax.figure, out_dir, "05_paired_ci");
+
+# %% [markdown]
+# ## Does DAPN do anything? Its share of the image embedding
+# DAPN's output is added to CLIP's pooled embedding through a projection that starts at zero. Per epoch, the mean
+# ratio ‖DAPN delta‖ / ‖CLIP pooled‖ on validation images (`dapn_ratio` in each run's `metrics.csv`; epoch 0 is
+# the start, where it is 0). A ratio that stays near 0 means DAPN barely changes the embedding.
+
+# %%
+growth = ablation.dapn_growth(runs, runs_dir)
+tables.write(growth, out_dir, "dapn_growth")
+ax = sns.lineplot(data=growth, x="epoch", y="dapn_ratio", hue="variant", marker="o", errorbar="sd")
+ax.set_ylabel("‖DAPN delta‖ / ‖CLIP pooled‖ (validation)")
+figures.save(ax.figure, out_dir, "05_dapn_growth");
+
+# %%
+growth.groupby(["variant", "epoch"])["dapn_ratio"].agg(["mean", "std"]).round(4)

@@ -73,18 +73,33 @@ def run_all(profile: str, data_dir, runs_dir, rows=tuple(ROWS), **overrides) -> 
     return pd.DataFrame(out)
 
 
-def contributions(runs: pd.DataFrame, runs_dir, ties: str | None = None) -> dict[str, list[np.ndarray]]:
+def contributions(runs: pd.DataFrame, runs_dir, ties: str | None = None, split: str = "test",
+                  folder_of=None) -> dict[str, list[np.ndarray]]:
     """Per-image contributions (``stats.per_image_contributions``) of every run in ``runs``, by row, in seed order,
-    from the stored test embeddings of each run (``test_encoded.npz``), under the run's own tie rule unless
-    ``ties`` is given."""
+    from the stored embeddings of each run's selected model (``<split>_encoded.npz``: ``test``, or ``val`` for
+    choices made on validation), under the run's own tie rule unless ``ties`` is given.  ``folder_of(variant, seed)``
+    names the run folders (default: :func:`run_dir` under ``runs_dir``)."""
+    folder_of = folder_of or (lambda variant, seed: run_dir(runs_dir, variant, seed))
     out: dict[str, list[np.ndarray]] = {}
     for r in runs.sort_values(["variant", "seed"]).itertuples():
-        folder = run_dir(runs_dir, r.variant, r.seed)
+        folder = folder_of(r.variant, r.seed)
         rule = ties or json.loads((folder / "config.json").read_text()).get("ties", "expected")
-        with np.load(folder / "test_encoded.npz") as z:
-            enc = Encoded(z["images"], z["texts"], z["caption_image"])
+        enc = Encoded.load(folder / f"{split}_encoded.npz")
         out.setdefault(r.variant, []).append(per_image_contributions(enc.sims(), enc.caption_image, rule))
     return out
+
+
+def dapn_growth(runs: pd.DataFrame, runs_dir) -> pd.DataFrame:
+    """DAPN's share of the image embedding per epoch: ``dapn_ratio`` (mean ||delta|| / ||pooled|| on validation
+    images, ``metrics.csv``) of every run in ``runs`` whose model has DAPN; long table (variant, seed, epoch,
+    dapn_ratio)."""
+    frames = []
+    for r in runs.sort_values(["variant", "seed"]).itertuples():
+        hist = pd.read_csv(run_dir(runs_dir, r.variant, r.seed) / "metrics.csv")
+        if "dapn_ratio" in hist and hist["dapn_ratio"].notna().any():
+            frames.append(hist[["epoch", "dapn_ratio"]].assign(variant=r.variant, seed=r.seed))
+    cols = ["variant", "seed", "epoch", "dapn_ratio"]
+    return pd.concat(frames)[cols].reset_index(drop=True) if frames else pd.DataFrame(columns=cols)
 
 
 def comparisons(runs: pd.DataFrame, runs_dir, pairs=PAIRS, n_boot: int = 2000, seed: int = 0,

@@ -27,6 +27,17 @@ class Encoded:
     def metrics(self, ties: str = "expected") -> dict[str, float]:
         return retrieval_metrics(self.sims(), self.caption_image, ties)
 
+    def save(self, path) -> None:
+        """Write ``path`` (``.npz``: images, texts, caption_image) atomically."""
+        from .checkpoints import atomic_path
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, images=self.images, texts=self.texts, caption_image=self.caption_image)
+
+    @classmethod
+    def load(cls, path) -> "Encoded":
+        with np.load(path) as z:
+            return cls(z["images"], z["texts"], z["caption_image"])
+
 
 @torch.no_grad()
 def encode_images(model, images_u8: torch.Tensor, normalizer, batch_size: int = 256, device="cpu",

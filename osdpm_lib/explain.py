@@ -98,7 +98,7 @@ def _gradcam_batch(model, x: torch.Tensor, text: torch.Tensor, target: str) -> t
     visual = model.clip.visual
     x = x.detach().requires_grad_(True)  # everything downstream needs grad, even with frozen weights
     if target == "grid":
-        pooled, grid = visual_grid(visual, x)
+        pooled, grid = visual_grid(visual, x, model.dapn.cfg.layers if model.dapn is not None else (-1,))
         z = pooled
         if model.dapn is not None:
             z = z + model.dapn(grid)[0]

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 from pathlib import Path
@@ -98,29 +99,73 @@ def preprocess_config(clip: nn.Module) -> dict:
     return {"image_size": int(size), "mean": tuple(mean), "std": tuple(std)}
 
 
-def visual_grid(visual: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def visual_grid(visual: nn.Module, images: torch.Tensor, layers: tuple[int, ...] = (-1,)
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """CLIP's pooled image embedding and the visual feature grid ``[B, C, H, W]``.
 
-    ViT: patch tokens (after ``ln_post``) reshaped to the patch grid.  ModifiedResNet: the layer4
-    feature map before attention pooling.
+    ViT: the patch tokens of the transformer blocks ``layers`` (negative: counted from the end; ``-1`` is the final
+    block), each through the final ``ln_post``, reshaped to the patch grid and averaged over the blocks (open_clip's
+    ``forward_intermediates``).  ModifiedResNet: the layer4 feature map before attention pooling (``layers`` must be
+    ``(-1,)``).  The pooled embedding is always CLIP's own.
     """
+    layers = tuple(int(i) for i in layers)
     if isinstance(visual, open_clip.modified_resnet.ModifiedResNet):
+        if layers != (-1,):
+            raise ValueError(f"DAPN layers {layers}: a ModifiedResNet offers its layer4 map only (layers=(-1,))")
         x = visual.stem(images)
         x = visual.layer4(visual.layer3(visual.layer2(visual.layer1(x))))
         return visual.attnpool(x), x
     if isinstance(visual, open_clip.transformer.VisionTransformer):
-        old = visual.output_tokens
-        visual.output_tokens = True
-        try:
-            pooled, tokens = visual(images)
-        finally:
-            visual.output_tokens = old
-        b, n, c = tokens.shape
-        h = int(math.isqrt(n))
-        if h * h != n:
-            raise ValueError(f"cannot reshape {n} visual tokens to a square grid")
-        return pooled, tokens.transpose(1, 2).reshape(b, c, h, h)
+        n_blocks = len(visual.transformer.resblocks)
+        if not layers or any(not -n_blocks <= i < n_blocks for i in layers):
+            raise ValueError(f"DAPN layers {layers}: the visual transformer has {n_blocks} blocks "
+                             f"(valid indices {-n_blocks}..{n_blocks - 1})")
+        out = visual.forward_intermediates(images, indices=list(layers), normalize_intermediates=True,
+                                           output_fmt="NCHW")
+        grids = out["image_intermediates"]
+        grid = grids[0] if len(grids) == 1 else torch.stack(grids).mean(0)
+        return out["image_features"], grid
     raise TypeError(f"DAPN supports open_clip VisionTransformer and ModifiedResNet, not {type(visual).__name__}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DAPNConfig:
+    """DAPN's hyperparameters in one place (as open_clip's ``CLIPVisionCfg``); ``TrainConfig.dapn`` holds one.
+
+    ``layers``: the ViT blocks whose patch tokens DAPN reads (see :func:`visual_grid`).  ``scales``: regions per side
+    of the token grid at each scale of the saliency-region attention, clamped to the grid (on the tiny model's 8x8
+    grid ``(8, 4, 2)`` are 64 cells, 16 regions of 2x2 cells and 4 of 4x4; on ViT-B/32's 7x7 grid they are its 49 cells,
+    4x4 and 2x2 overlapping regions of about 2 and 4 cells a side).  ``reduction``: hidden width divisor of the
+    attention MLPs; ``rounds``: refinement rounds of the collaborative attention; ``temperature``: of the softmax
+    over region saliency.  ``collaborative`` / ``saliency`` switch the two attention modules.
+    """
+    layers: tuple[int, ...] = (-1,)
+    scales: tuple[int, ...] = (8, 4, 2)
+    reduction: int = 4
+    rounds: int = 2
+    temperature: float = 0.1
+    collaborative: bool = True
+    saliency: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
+        object.__setattr__(self, "scales", tuple(int(s) for s in self.scales))
+        if not (self.collaborative or self.saliency):
+            raise ValueError("DAPN needs at least one of its two attention modules")
+        if not self.scales or min(self.scales) < 1:
+            raise ValueError(f"DAPN scales must be positive region counts, got {self.scales}")
+        if self.rounds < 1 or self.reduction < 1 or self.temperature <= 0:
+            raise ValueError(f"DAPN rounds and reduction must be >= 1 and temperature > 0: {self}")
+
+    @classmethod
+    def of(cls, value: "DAPNConfig | dict | None") -> "DAPNConfig":
+        """A DAPNConfig from itself, a dict of some of its fields (the rest default; as in a ``config.json``) or None."""
+        if value is None or isinstance(value, cls):
+            return value or cls()
+        unknown = set(value) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise KeyError(f"unknown DAPN config keys {sorted(unknown)}; known: {[f.name for f in dataclasses.fields(cls)]}")
+        return cls(**value)
 
 
 class CollaborativeAttention(nn.Module):
@@ -154,28 +199,28 @@ class CollaborativeAttention(nn.Module):
 class SaliencyRegionAttention(nn.Module):
     """Adaptive saliency-region object attention.
 
-    A saliency map ``m`` over locations; at each scale ``k`` the grid is average-pooled into regions of
-    ``k x k`` cells, each region's feature is its saliency-weighted mean, and regions are aggregated
-    with a softmax over their mean saliency.  Input-dependent weights over the scales (from the
-    global context) mix the per-scale object vectors.
+    A saliency map ``m`` over locations; at each scale the grid is split into ``s x s`` regions (adaptive average
+    pooling, ``s`` clamped to the grid: ``s`` >= the grid side gives the cells themselves), each region's feature is
+    its saliency-weighted mean, and regions are aggregated with a softmax over their mean saliency / ``temperature``.
+    Input-dependent weights over the scales (from the global context) mix the per-scale object vectors.
     """
 
-    def __init__(self, dim: int, scales: tuple[int, ...] = (1, 2, 4), temperature: float = 0.1):
+    def __init__(self, dim: int, scales: tuple[int, ...] = (8, 4, 2), temperature: float = 0.1, reduction: int = 4):
         super().__init__()
         self.scales = tuple(scales)
-        self.saliency = nn.Sequential(nn.Conv2d(dim, max(dim // 4, 8), 1), nn.GELU(), nn.Conv2d(max(dim // 4, 8), 1, 1))
+        hidden = max(dim // reduction, 8)
+        self.saliency = nn.Sequential(nn.Conv2d(dim, hidden, 1), nn.GELU(), nn.Conv2d(hidden, 1, 1))
         self.scale_gate = nn.Linear(dim, len(self.scales))
         self.temperature = temperature
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         m = torch.sigmoid(self.saliency(x))                        # [B, 1, H, W]
         per_scale = []
-        for k in self.scales:
-            k_eff = min(k, x.shape[-1], x.shape[-2])
+        for s in self.scales:
+            size = (min(s, x.shape[-2]), min(s, x.shape[-1]))
             num, den = x * m, m
-            if k_eff > 1:  # 1x1 regions are the cells themselves
-                num = F.avg_pool2d(num, k_eff, stride=k_eff, ceil_mode=True)
-                den = F.avg_pool2d(den, k_eff, stride=k_eff, ceil_mode=True)
+            if size != tuple(x.shape[-2:]):  # at the grid's own size the regions are the cells
+                num, den = F.adaptive_avg_pool2d(num, size), F.adaptive_avg_pool2d(den, size)
             region = (num / den.clamp_min(1e-6)).flatten(2)          # [B, C, R]
             weight = torch.softmax(den.flatten(2) / self.temperature, dim=-1)  # [B, 1, R]
             per_scale.append((region * weight).sum(-1))
@@ -187,15 +232,14 @@ class SaliencyRegionAttention(nn.Module):
 class DAPN(nn.Module):
     """Dual-attention perception network; output added to CLIP's image embedding (zero at init)."""
 
-    def __init__(self, in_dim: int, embed_dim: int, collaborative: bool = True, saliency: bool = True,
-                 scales: tuple[int, ...] = (1, 2, 4)):
+    def __init__(self, in_dim: int, embed_dim: int, cfg: DAPNConfig | dict | None = None):
         super().__init__()
-        if not (collaborative or saliency):
-            raise ValueError("DAPN needs at least one of its two attention modules")
+        self.cfg = cfg = DAPNConfig.of(cfg)
         self.norm = nn.GroupNorm(1, in_dim)
-        self.collab = CollaborativeAttention(in_dim) if collaborative else None
-        self.region = SaliencyRegionAttention(in_dim, scales) if saliency else None
-        n_parts = int(collaborative) + int(saliency)
+        self.collab = CollaborativeAttention(in_dim, cfg.reduction, cfg.rounds) if cfg.collaborative else None
+        self.region = (SaliencyRegionAttention(in_dim, cfg.scales, cfg.temperature, cfg.reduction)
+                       if cfg.saliency else None)
+        n_parts = int(cfg.collaborative) + int(cfg.saliency)
         self.out = nn.Linear(n_parts * in_dim, embed_dim)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
@@ -213,17 +257,40 @@ class DAPN(nn.Module):
         return self.out(torch.cat(parts, dim=-1)), maps
 
 
+PROTOTYPE_MODES = ("free", "fixed", "text")
+
+
 class OSFCM(nn.Module):
     """Object-semantic feature clustering: category prototypes in the joint space.
 
-    ``assign(z)`` gives the soft assignment (softmax of cosine similarity / ``tau``) of normalised
-    image embeddings to the prototypes.  Used for the training loss only.
+    ``assign_logits(z)`` gives the soft assignment logits (cosine similarity / ``tau``) of image embeddings to the
+    prototypes.  Used for the training loss only.  ``prototypes`` (``PROTOTYPE_MODES``):
+
+    * ``"free"``  a parameter initialised from the text embeddings of the category names, trained with the new
+      modules (nothing anchors it: the loss can move the prototypes instead of the image features);
+    * ``"fixed"`` those text embeddings, frozen (a buffer): only the image features can move;
+    * ``"text"``  a buffer the trainer recomputes from the *current* text tower at the start of every epoch
+      (:meth:`set_prototypes`): the prototypes follow the text side of the joint space.
     """
 
-    def __init__(self, init_prototypes: torch.Tensor, tau: float = 0.1):
+    def __init__(self, init_prototypes: torch.Tensor, tau: float = 0.1, prototypes: str = "free"):
         super().__init__()
-        self.prototypes = nn.Parameter(F.normalize(init_prototypes.detach().float(), dim=-1).clone())
+        if prototypes not in PROTOTYPE_MODES:
+            raise ValueError(f"unknown OSFCM prototypes {prototypes!r}; choose one of {PROTOTYPE_MODES}")
+        init = F.normalize(init_prototypes.detach().float(), dim=-1).clone()
+        self.mode = prototypes
+        if prototypes == "free":
+            self.prototypes = nn.Parameter(init)
+        else:
+            self.register_buffer("prototypes", init)
         self.tau = tau
+
+    @torch.no_grad()
+    def set_prototypes(self, embeddings: torch.Tensor) -> None:
+        """Replace the (buffer) prototypes, e.g. with the current text tower's category embeddings."""
+        if self.mode == "free":
+            raise RuntimeError("free prototypes are trained, not set")
+        self.prototypes.copy_(F.normalize(embeddings.float(), dim=-1))
 
     def assign_logits(self, image_features: torch.Tensor) -> torch.Tensor:
         return F.normalize(image_features, dim=-1) @ F.normalize(self.prototypes, dim=-1).T / self.tau
@@ -233,7 +300,7 @@ class OSDPM(nn.Module):
     """CLIP + optional DAPN + optional OSFCM, switched by ``variant`` (one of ``VARIANTS``)."""
 
     def __init__(self, clip: nn.Module, variant: str = "clip", category_prototypes: torch.Tensor | None = None,
-                 osfcm_tau: float = 0.1, dapn_scales: tuple[int, ...] = (1, 2, 4)):
+                 osfcm_tau: float = 0.1, dapn: DAPNConfig | dict | None = None, prototypes: str = "free"):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
@@ -242,16 +309,17 @@ class OSDPM(nn.Module):
         self.dapn = None
         self.osfcm = None
         if variant in ("clip+dapn", "osdpm"):
+            cfg = DAPNConfig.of(dapn)
             embed_dim = clip.text_projection.shape[-1] if isinstance(clip.text_projection, torch.Tensor) \
                 else clip.text_projection.out_features
             with torch.no_grad():
                 size = preprocess_config(clip)["image_size"]
-                _, grid = visual_grid(clip.visual, torch.zeros(1, 3, size, size))
-            self.dapn = DAPN(grid.shape[1], embed_dim, scales=dapn_scales)
+                _, grid = visual_grid(clip.visual, torch.zeros(1, 3, size, size), cfg.layers)
+            self.dapn = DAPN(grid.shape[1], embed_dim, cfg)
         if variant == "osdpm":
             if category_prototypes is None:
                 raise ValueError("variant 'osdpm' needs category_prototypes (text embeddings of category names)")
-            self.osfcm = OSFCM(category_prototypes, tau=osfcm_tau)
+            self.osfcm = OSFCM(category_prototypes, tau=osfcm_tau, prototypes=prototypes)
 
     @property
     def logit_scale(self) -> torch.Tensor:
@@ -262,12 +330,25 @@ class OSDPM(nn.Module):
         if self.dapn is None:
             z = self.clip.encode_image(images)
         else:
-            pooled, grid = visual_grid(self.clip.visual, images)
-            delta, maps = self.dapn(grid)
+            pooled, delta, maps = self.image_parts(images)
             z = pooled + delta
         if normalize:
             z = F.normalize(z, dim=-1)
         return (z, maps) if return_maps else z
+
+    def image_parts(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """CLIP's pooled embedding, DAPN's additive delta and DAPN's maps (the image embedding is their sum)."""
+        if self.dapn is None:
+            raise ValueError(f"variant {self.variant!r} has no DAPN")
+        pooled, grid = visual_grid(self.clip.visual, images, self.dapn.cfg.layers)
+        delta, maps = self.dapn(grid)
+        return pooled, delta, maps
+
+    @torch.no_grad()
+    def dapn_ratio(self, images: torch.Tensor) -> float:
+        """Mean ``||delta|| / ||pooled||`` over ``images``: how much DAPN changes CLIP's image embedding (0 at init)."""
+        pooled, delta, _ = self.image_parts(images)
+        return float((delta.float().norm(dim=-1) / pooled.float().norm(dim=-1).clamp_min(1e-12)).mean())
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         return self.clip.encode_text(tokens, normalize=normalize)
@@ -291,6 +372,6 @@ class OSDPM(nn.Module):
 
 @torch.no_grad()
 def category_text_embeddings(clip: nn.Module, tokenizer, categories, template: str = "an aerial image with {}.") -> torch.Tensor:
-    """Text embeddings of the category names (prototype initialisation for OSFCM)."""
-    tokens = tokenizer([template.format(c) for c in categories])
+    """Text embeddings of the category names (OSFCM's prototypes), on the device of ``clip``."""
+    tokens = tokenizer([template.format(c) for c in categories]).to(next(clip.parameters()).device)
     return clip.encode_text(tokens, normalize=True)

@@ -207,6 +207,7 @@ def count_categories(captions: Sequence[str]) -> collections.Counter:
 # ---------------------------------------------------------------------------------------------------
 
 _PRIORS_FORMAT = "osdpm-priors-v1"
+TARGETS = ("full", "high")   # Priors.target
 
 
 @dataclasses.dataclass
@@ -244,6 +245,19 @@ class Priors:
 
     def index(self, filename: str) -> int:
         return self.filenames.index(filename)
+
+    def target(self, kind: str = "high") -> np.ndarray:
+        """OSFCM's training target per image (``TARGETS``): ``"full"`` every named category with its caption
+        frequency (``probs``); ``"high"`` only the high-probability set (categories named in at least ``threshold``
+        of the image's captions), renormalised to sum to 1.  Images without a category (or without a high one) get a
+        zero row and no OSFCM loss."""
+        if kind == "full":
+            return self.probs
+        if kind != "high":
+            raise ValueError(f"unknown prior target {kind!r}; choose one of {TARGETS}")
+        kept = np.where(self.high, self.probs.astype(np.float64), 0.0)
+        total = kept.sum(axis=1, keepdims=True)
+        return np.divide(kept, total, out=np.zeros_like(kept), where=total > 0).astype(np.float32)
 
     def to_frame(self, wide: bool = False, value: str = "prob") -> pd.DataFrame:
         """Long table (filename, category, count, prob, high; one row per image and category) or, with

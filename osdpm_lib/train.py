@@ -5,8 +5,9 @@ variants ``clip``, ``clip+dapn``, ``osdpm``; selects the epoch on **validation R
 test split **once** with the selected weights, and writes to ``run_dir``:
 ``config.json`` (resolved), ``metrics.csv`` (per epoch), ``best.pt``, ``test_metrics.json``,
 ``embeddings.npz`` (embeddings of the first ``STAGE_IMAGES`` test images at the start, middle and end of training,
-for figures) and
-``test_encoded.npz`` (the selected model's test embeddings); while it runs, ``last.pt`` (everything needed to
+for figures),
+``val_encoded.npz`` and ``test_encoded.npz`` (the selected model's validation and test embeddings: paired
+comparisons on either split); while it runs, ``last.pt`` (everything needed to
 resume exactly).  Every file is written atomically; a folder belongs to one configuration and data set
 (``config_key``, ``data_key``) and is never silently overwritten.
 
@@ -36,12 +37,14 @@ from . import checkpoints, lexicon
 from .cache import Normalizer, SplitTensors, augment
 from .data import load as load_annotations
 from .evaluate import Encoded, encode_images, encode_texts
-from .losses import OSDPMLoss
-from .priors import cached_image_priors
-from .models import OSDPM, VARIANTS, build_clip, category_text_embeddings, preprocess_config, tokenizer_for
+from .losses import AMBIGUITY_MODES, OSDPMLoss
+from .priors import TARGETS, cached_image_priors
+from .models import (OSDPM, PROTOTYPE_MODES, VARIANTS, DAPNConfig, build_clip, category_text_embeddings,
+                     preprocess_config, tokenizer_for)
 
 
 LOSS_KEYS = ("total", "contrastive", "osfcm")
+RATIO_IMAGES = 256      # metrics.csv's dapn_ratio: mean ||DAPN delta|| / ||CLIP pooled|| over the first validation images
 STAGE_IMAGES = 300      # embeddings.npz: the first test images, encoded at the start, middle and end of training
 
 # TrainConfig fields that change nothing in the numbers: not part of the run's identity.
@@ -63,7 +66,12 @@ class TrainConfig:
     freeze_backbone: bool = False    # train only DAPN/OSFCM and CLIP's two projections (+ logit scale)
     lambda_osfcm: float = 1.0
     osfcm_tau: float = 0.1
-    prior_threshold: float = 0.4
+    prior_threshold: float = 0.4     # the high-probability set: categories named in >= this share of an image's captions
+    osfcm_target: str = "full"       # priors.TARGETS: "high" = the high-probability set renormalised, "full" = all nouns
+    osfcm_prototypes: str = "free"   # models.PROTOTYPE_MODES: "free" (trained), "fixed" (text embeddings), "text" (per epoch)
+    osfcm_ambiguity: str = "all"     # losses.AMBIGUITY_MODES: which images OSFCM pulls ("all", "entropy"-weighted, "ambiguous")
+    osfcm_warmup_frac: float = 0.0   # lambda_osfcm ramps linearly from 0 over this share of the training steps
+    dapn: DAPNConfig = field(default_factory=DAPNConfig)   # DAPN's hyperparameters (a dict of some fields is accepted)
     ties: str = "expected"           # tie rule of the retrieval metrics (validation selection and test), metrics.TIE_RULES
     augment: bool = True
     device: str = "auto"
@@ -80,6 +88,12 @@ class TrainConfig:
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown variant {self.variant!r}; choose one of {VARIANTS}")
+        self.dapn = DAPNConfig.of(self.dapn)
+        for name, value, allowed in (("osfcm_target", self.osfcm_target, TARGETS),
+                                     ("osfcm_prototypes", self.osfcm_prototypes, PROTOTYPE_MODES),
+                                     ("osfcm_ambiguity", self.osfcm_ambiguity, AMBIGUITY_MODES)):
+            if value not in allowed:
+                raise ValueError(f"unknown {name} {value!r}; choose one of {allowed}")
 
     def key(self) -> str:
         blob = json.dumps({k: v for k, v in dataclasses.asdict(self).items() if k not in _NOT_IN_KEY}, sort_keys=True)
@@ -153,9 +167,10 @@ class Bundle:
 
 
 def load_bundle(data_dir, tokenizer, preprocess: dict, with_priors: bool, prior_threshold: float = 0.4,
-                image_dir=None, cache_dir=None, ann=None, bands=None) -> Bundle:
-    """The split tensors and priors of the data set at ``data_dir`` (``ann``: its annotations, if read already;
-    ``bands``: see :func:`osdpm_lib.data.read_image`)."""
+                image_dir=None, cache_dir=None, ann=None, prior_target: str = "high", bands=None) -> Bundle:
+    """The split tensors and priors of the data set at ``data_dir`` (``ann``: its annotations, if read already);
+    the training prior is OSFCM's target (``priors.Priors.target(prior_target)``); ``bands``: see
+    :func:`osdpm_lib.data.read_image`."""
     data_dir = Path(data_dir)
     ann = ann if ann is not None else load_annotations(data_dir)
     image_dir = Path(image_dir) if image_dir else data_dir / "images"
@@ -168,7 +183,7 @@ def load_bundle(data_dir, tokenizer, preprocess: dict, with_priors: bool, prior_
     prior = None
     if with_priors:
         pri = cached_image_priors(splits["train"].records, Path(cache_dir or data_dir / ".cache"), prior_threshold)
-        prior = torch.from_numpy(np.asarray(pri.probs, dtype=np.float32))
+        prior = torch.from_numpy(np.asarray(pri.target(prior_target), dtype=np.float32))
     return Bundle(splits["train"], splits["val"], splits["test"],
                   Normalizer(preprocess["mean"], preprocess["std"]), prior)
 
@@ -192,7 +207,7 @@ def build_model(cfg: TrainConfig) -> tuple[OSDPM, object, dict]:
     tokenizer = tokenizer_for(cfg.model)
     protos = category_text_embeddings(clip, tokenizer, lexicon.CATEGORY_NAMES) if cfg.variant == "osdpm" else None
     torch.manual_seed(cfg.seed + 1)  # new modules: same init whatever came before
-    model = OSDPM(clip, cfg.variant, protos, osfcm_tau=cfg.osfcm_tau)
+    model = OSDPM(clip, cfg.variant, protos, osfcm_tau=cfg.osfcm_tau, dapn=cfg.dapn, prototypes=cfg.osfcm_prototypes)
     return model, tokenizer, preprocess_config(clip)
 
 
@@ -200,6 +215,18 @@ def encode_split(model, split: SplitTensors, normalizer, cfg: TrainConfig, devic
     return Encoded(encode_images(model, split.images, normalizer.to(device), cfg.eval_batch_size, device, amp),
                    encode_texts(model, split.tokens, 4 * cfg.eval_batch_size, device, amp),
                    split.caption_image.numpy())
+
+
+@torch.no_grad()
+def dapn_ratio(model: OSDPM, split: SplitTensors, normalizer, device, amp) -> float:
+    """How much DAPN changes CLIP's image embedding: mean ``||delta|| / ||pooled||`` over the first
+    ``RATIO_IMAGES`` images of ``split`` (NaN without DAPN; 0 at initialisation, where its projection is zero)."""
+    if model.dapn is None:
+        return float("nan")
+    model.eval()
+    x = normalizer(split.images[:RATIO_IMAGES].to(device))
+    with torch.autocast(device_type=device.type, dtype=amp, enabled=amp is not None):
+        return model.dapn_ratio(x)
 
 
 def _rank_world() -> tuple[int, int]:
@@ -220,7 +247,8 @@ class Stepper:
     def __init__(self, model: OSDPM, cfg: TrainConfig, normalizer, device, amp, total_steps: int,
                  rank: int = 0, world: int = 1):
         self.model, self.cfg, self.normalizer, self.device, self.amp = model, cfg, normalizer, device, amp
-        self.loss_fn = OSDPMLoss(cfg.lambda_osfcm if cfg.variant == "osdpm" else 0.0, rank, world)
+        self.loss_fn = OSDPMLoss(cfg.lambda_osfcm if cfg.variant == "osdpm" else 0.0, rank, world, cfg.osfcm_ambiguity)
+        self.warmup_steps = int(cfg.osfcm_warmup_frac * total_steps)
         self.optim = torch.optim.AdamW(param_groups(model, cfg), betas=(0.9, 0.98), eps=1e-6, fused=True)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.optim, cosine_with_warmup(total_steps, int(cfg.warmup_frac * total_steps)))
@@ -230,6 +258,11 @@ class Stepper:
                 model, device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=model.osfcm is not None and self.loss_fn.lambda_osfcm == 0)
         self.fwd = torch.compile(fwd, dynamic=False) if cfg.compile else fwd
+
+    def lambda_scale(self) -> float:
+        """OSFCM's warm-up factor at the coming step: ``(step + 1) / warmup_steps``, capped at 1 (a host integer:
+        the scheduler's step count, restored on resume)."""
+        return min(1.0, (self.sched.last_epoch + 1) / self.warmup_steps) if self.warmup_steps else 1.0
 
     def __call__(self, images_u8: torch.Tensor, tokens: torch.Tensor, prior: torch.Tensor | None,
                  gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -241,7 +274,7 @@ class Stepper:
             imgs = imgs.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type=self.device.type, dtype=self.amp, enabled=self.amp is not None):
             out = self.fwd(imgs, tokens.to(self.device, non_blocking=True))
-            losses = self.loss_fn(out, prior)
+            losses = self.loss_fn(out, prior, self.lambda_scale())
         self.optim.zero_grad(set_to_none=True)
         losses["total"].backward()
         self.optim.step()
@@ -332,7 +365,8 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
     device, amp = resolve_device(cfg)
     model, tokenizer, pre = build_model(cfg)
     if bundle is None:
-        bundle = load_bundle(data_dir, tokenizer, pre, cfg.variant == "osdpm", cfg.prior_threshold, ann=ann)
+        bundle = load_bundle(data_dir, tokenizer, pre, cfg.variant == "osdpm", cfg.prior_threshold, ann=ann,
+                             prior_target=cfg.osfcm_target)
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -384,11 +418,13 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
     def validate(epoch: int, train_time: float, steps: int, sums) -> None:
         """Score validation after ``epoch`` (0: the starting weights); keep the first best as ``best.pt``."""
         nonlocal best
-        val = encode_split(model, bundle.val, normalizer, cfg, device, amp).metrics(cfg.ties)
+        val_enc = encode_split(model, bundle.val, normalizer, cfg, device, amp)
+        val = val_enc.metrics(cfg.ties)
         row = {"epoch": epoch, "lr": step_fn.sched.get_last_lr()[0] if epoch else 0.0, "train_s": round(train_time, 3),
                "pairs_per_s": round(steps * global_bs / max(train_time, 1e-9), 1) if steps else 0.0}
         row |= {f"loss_{k}": float(sums[k]) / max(1, steps_per_epoch) if sums else float("nan") for k in LOSS_KEYS}
         row |= {f"val_{k}": v for k, v in val.items()}
+        row["dapn_ratio"] = dapn_ratio(model, bundle.val, normalizer, device, amp)
         history.append(row)
         if rank == 0:
             _write_history(run_dir / "metrics.csv", history)
@@ -397,6 +433,7 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
             if rank == 0:
                 checkpoints.save({"model": model.state_dict(), "config": dataclasses.asdict(cfg), "epoch": epoch},
                                  run_dir / "best.pt")
+                val_enc.save(run_dir / "val_encoded.npz")
 
     if resume is None:      # epoch 0: the starting weights are a candidate too (an untrained run is zero-shot)
         validate(0, 0.0, 0, None)
@@ -406,6 +443,8 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
         if perm is None:
             perm = torch.randperm(n_train, generator=gen)
             sums = dict.fromkeys(LOSS_KEYS, 0.0)
+            if model.osfcm is not None and model.osfcm.mode == "text":   # prototypes from the current text tower
+                model.osfcm.set_prototypes(category_text_embeddings(model.clip, tokenizer, lexicon.CATEGORY_NAMES))
         t0 = time.perf_counter()
         bar = tqdm(range(step0, steps_per_epoch), desc=f"{cfg.variant} s{cfg.seed} epoch {epoch}/{cfg.epochs}",
                    disable=not cfg.progress or rank != 0, leave=False, initial=step0, total=steps_per_epoch)
@@ -437,8 +476,7 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
     if stages:
         with checkpoints.atomic_path(run_dir / "embeddings.npz") as tmp, open(tmp, "wb") as f:
             np.savez_compressed(f, **stages)
-    with checkpoints.atomic_path(run_dir / "test_encoded.npz") as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, images=enc.images, texts=enc.texts, caption_image=enc.caption_image)
+    enc.save(run_dir / "test_encoded.npz")
     result = {"test": test, "best_epoch": best["epoch"], "best_val_rsum": best["rsum"], **identity,
               "variant": cfg.variant, "seed": cfg.seed, "train_s": round(sum(h["train_s"] for h in history), 2)}
     checkpoints.write_text(done, json.dumps(result, indent=2))

@@ -63,3 +63,19 @@ def test_comparisons_from_stored_test_embeddings(tmp_path):
     expect = (runs[runs.variant == "osdpm"].rsum.to_numpy() - runs[runs.variant == "clip"].rsum.to_numpy()).mean()
     assert r["diff"] == pytest.approx(expect) and r["n_seeds"] == 3 and r["n_images"] == 60
     assert r["ci_low"] > 0 and "excludes 0" in r["verdict"]
+
+
+def test_dapn_growth_reads_each_runs_ratio(tmp_path):
+    rows = []
+    for variant, ratios in (("clip", [float("nan")] * 3), ("clip+dapn", [0.0, 0.01, 0.03]), ("osdpm", [0.0, 0.02, 0.05])):
+        for seed in (0, 1):
+            d = ablation.run_dir(tmp_path, variant, seed)
+            d.mkdir(parents=True)
+            pd.DataFrame({"epoch": [0, 1, 2], "val_rsum": [1, 2, 3],
+                          "dapn_ratio": [r * (1 + seed) for r in ratios]}).to_csv(d / "metrics.csv", index=False)
+            rows.append({"variant": variant, "seed": seed})
+    growth = ablation.dapn_growth(pd.DataFrame(rows), tmp_path)
+    assert set(growth.variant) == {"clip+dapn", "osdpm"}                   # clip has no DAPN: left out
+    assert len(growth) == 2 * 2 * 3
+    last = growth[(growth.variant == "osdpm") & (growth.epoch == 2)].sort_values("seed").dapn_ratio.tolist()
+    assert last == pytest.approx([0.05, 0.10])

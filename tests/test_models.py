@@ -106,3 +106,103 @@ def test_osdpm_loss_adds_weighted_osfcm_term():
     l2 = OSDPMLoss(2.0)(out, prior)
     assert "osfcm" not in l0 and torch.allclose(l0["total"], l0["contrastive"])
     assert torch.allclose(l2["total"], l2["contrastive"] + 2.0 * l2["osfcm"])
+
+
+# ----------------------------------------------------------------------------- DAPN config and tokens
+def test_dapn_config_reaches_the_modules():
+    from osdpm_lib.models import DAPNConfig
+
+    cfg = DAPNConfig(scales=[4, 2], reduction=2, rounds=3, temperature=0.5)
+    dapn = DAPN(16, 8, cfg)
+    assert dapn.cfg == cfg and cfg.scales == (4, 2)                      # lists from a config.json become tuples
+    assert dapn.collab.rounds == 3 and dapn.collab.channel_mlp[0].out_features == 8
+    assert dapn.region.scales == (4, 2) and dapn.region.temperature == 0.5
+    assert dapn.region.saliency[0].out_channels == 8 and dapn.region.scale_gate.out_features == 2
+    assert DAPN(16, 8, {"collaborative": False}).collab is None
+    assert DAPNConfig.of({"rounds": 1}) == DAPNConfig(rounds=1)
+    with pytest.raises(KeyError, match="unknown DAPN config keys"):
+        DAPNConfig.of({"round": 1})
+    with pytest.raises(ValueError, match="at least one"):
+        DAPNConfig(collaborative=False, saliency=False)
+
+
+def test_region_scales_count_regions_per_side_on_a_7x7_grid():
+    """ViT-B/32 at 224 px has a 7x7 grid: scale 8 gives its 49 cells, 4 and 2 give 4x4 and 2x2 regions."""
+    from osdpm_lib.models import SaliencyRegionAttention
+
+    torch.manual_seed(0)
+    region = SaliencyRegionAttention(16, scales=(8, 4, 2))
+    x = torch.randn(2, 16, 7, 7)
+    seen = []
+    orig = torch.nn.functional.adaptive_avg_pool2d
+    try:
+        torch.nn.functional.adaptive_avg_pool2d = lambda t, size: seen.append(tuple(size)) or orig(t, size)
+        obj, m, w = region(x, x.mean(dim=(2, 3)))
+    finally:
+        torch.nn.functional.adaptive_avg_pool2d = orig
+    assert seen == [(4, 4), (4, 4), (2, 2), (2, 2)]     # numerator and denominator at the two pooled scales
+    assert obj.shape == (2, 16) and m.shape == (2, 7, 7) and w.shape == (2, 3)
+    # a single region covering the grid is the saliency-weighted mean of all cells
+    one = SaliencyRegionAttention(16, scales=(1,))
+    one.load_state_dict({k: v for k, v in region.state_dict().items() if not k.startswith("scale_gate")}, strict=False)
+    obj1, m1, _ = one(x, x.mean(dim=(2, 3)))
+    expected = (x * m1[:, None]).sum(dim=(2, 3)) / m1.sum(dim=(1, 2))[:, None]
+    assert torch.allclose(obj1, expected, atol=1e-5)
+
+
+def test_visual_grid_layers_pick_blocks(tiny):
+    clip, _ = tiny
+    x = torch.randn(2, 3, 64, 64)
+    visual = clip.visual
+    with torch.no_grad():
+        pooled, last = visual_grid(visual, x)
+        old = visual.output_tokens
+        visual.output_tokens = True
+        ref_pooled, tokens = visual(x)
+        visual.output_tokens = old
+        assert torch.allclose(pooled, ref_pooled, atol=1e-6)            # CLIP's own pooled embedding
+        assert torch.allclose(last, tokens.transpose(1, 2).reshape(2, 128, 8, 8), atol=1e-6)
+        _, mid = visual_grid(visual, x, (-2,))
+        _, both = visual_grid(visual, x, (-2, -1))
+    assert not torch.allclose(mid, last, atol=1e-3)
+    assert torch.allclose(both, (mid + last) / 2, atol=1e-5)
+    with pytest.raises(ValueError, match="3 blocks"):
+        visual_grid(visual, x, (5,))
+    with pytest.raises(ValueError, match="layer4"):
+        visual_grid(tiny_resnet_clip().visual, x, (-2,))
+
+
+def test_dapn_layers_feed_the_model(tiny):
+    clip, _ = tiny
+    x = torch.randn(2, 3, 64, 64)
+    torch.manual_seed(0)
+    a = OSDPM(clip, "clip+dapn", dapn={"layers": [-1]}).eval()
+    torch.manual_seed(0)
+    b = OSDPM(clip, "clip+dapn", dapn={"layers": [-2]}).eval()
+    for m in (a, b):
+        with torch.no_grad():
+            m.dapn.out.weight.copy_(torch.randn(m.dapn.out.weight.shape, generator=torch.Generator().manual_seed(1)))
+    with torch.no_grad():
+        assert not torch.allclose(a.encode_image(x), b.encode_image(x), atol=1e-4)
+        assert a.dapn_ratio(x) > 0
+        assert OSDPM(clip, "clip+dapn").dapn_ratio(x) == 0                # zero-initialised projection
+
+
+# ----------------------------------------------------------------------------- OSFCM prototypes
+def test_osfcm_prototype_modes(tiny):
+    from osdpm_lib.models import OSFCM
+
+    clip, tok = tiny
+    protos = category_text_embeddings(clip, tok, ["airplane", "car", "tree"])
+    free, fixed = OSFCM(protos, prototypes="free"), OSFCM(protos, prototypes="fixed")
+    assert [n for n, _ in free.named_parameters()] == ["prototypes"]
+    assert list(fixed.parameters()) == [] and "prototypes" in fixed.state_dict()   # a buffer: saved, not trained
+    text = OSFCM(protos, prototypes="text")
+    text.set_prototypes(2 * torch.eye(3, protos.shape[1]))
+    assert torch.allclose(text.prototypes, torch.eye(3, protos.shape[1]))           # normalised
+    with pytest.raises(RuntimeError, match="trained"):
+        free.set_prototypes(protos)
+    with pytest.raises(ValueError, match="unknown OSFCM prototypes"):
+        OSFCM(protos, prototypes="anchored")
+    model = OSDPM(clip, "osdpm", protos, prototypes="fixed")
+    assert all(p is not model.osfcm.prototypes for p in model.module_parameters())

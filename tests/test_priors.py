@@ -312,3 +312,19 @@ def test_rsicd_high_set_is_peaked(rsicd):
     j = p.categories.index("airplane")
     assert p.high[airport, j].mean() > 0.8  # airplanes are named consistently across the 5 captions
     assert isinstance(pk, pd.DataFrame) and pk.max_prob.dropna().between(0, 1).all()
+
+
+def test_high_probability_target_changes_the_training_target():
+    """``target("high")`` keeps only the categories named in >= threshold of the captions, renormalised."""
+    from osdpm_lib.priors import Priors
+
+    counts = np.array([[3, 1, 0], [1, 1, 0], [0, 0, 0]])      # 5 captions each
+    pri = Priors.from_counts(["a", "b", "c"], ("airplane", "car", "tree"), counts, np.array([5, 5, 5]), 0.4)
+    np.testing.assert_allclose(pri.target("full")[0], [0.75, 0.25, 0.0])
+    np.testing.assert_allclose(pri.target("high")[0], [1.0, 0.0, 0.0])     # car: 1 of 5 captions < 0.4
+    np.testing.assert_array_equal(pri.target("high")[1], [0.0, 0.0, 0.0])  # nothing frequent enough: no target
+    low = Priors.from_counts(["a", "b", "c"], ("airplane", "car", "tree"), counts, np.array([5, 5, 5]), 0.2)
+    np.testing.assert_allclose(low.target("high")[0], [0.75, 0.25, 0.0])    # the threshold decides
+    np.testing.assert_allclose(low.target("high")[1], [0.5, 0.5, 0.0])
+    with pytest.raises(ValueError, match="unknown prior target"):
+        pri.target("top1")

@@ -27,7 +27,8 @@ def run(data_dir, tmp_path_factory):
 
 def test_run_folder(run):
     cfg, run_dir, res = run
-    for f in ("config.json", "metrics.csv", "best.pt", "test_metrics.json", "embeddings.npz", "test_encoded.npz"):
+    for f in ("config.json", "metrics.csv", "best.pt", "test_metrics.json", "embeddings.npz", "test_encoded.npz",
+              "val_encoded.npz"):
         assert (run_dir / f).exists(), f
     assert json.loads((run_dir / "config.json").read_text())["variant"] == "osdpm"
     hist = pd.read_csv(run_dir / "metrics.csv")
@@ -35,6 +36,13 @@ def test_run_folder(run):
     assert {"loss_total", "loss_contrastive", "loss_osfcm", "val_rsum", "pairs_per_s"} <= set(hist.columns)
     assert hist.loss_osfcm.iloc[0] != hist.loss_osfcm.iloc[0]      # NaN: nothing trained yet
     assert (hist.loss_osfcm.iloc[1:] > 0).all()
+    assert hist.dapn_ratio.iloc[0] == 0 and (hist.dapn_ratio.iloc[1:] > 0).all()   # DAPN's share of the embedding
+
+
+def test_val_encoded_is_the_selected_epochs_validation(run):
+    _, run_dir, res = run
+    enc = Encoded.load(run_dir / "val_encoded.npz")
+    assert retrieval_metrics(enc.sims(), enc.caption_image)["rsum"] == pytest.approx(res["best_val_rsum"])
 
 
 def test_selection_on_validation_only(run):
@@ -110,3 +118,54 @@ def test_frozen_backbone_trains_only_projections_and_modules():
     assert {"clip.visual.proj", "clip.text_projection"} <= moved <= {"clip.visual.proj", "clip.text_projection",
                                                                      "clip.logit_scale"}
     assert any(k.startswith("dapn.") for k in changed) and any(k.startswith("osfcm.") for k in changed)
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()`")   # the schedule is stepped alone here
+def test_method_config_plumbing():
+    """DAPN's config dataclass and OSFCM's options reach the model, the loss and the warm-up; config.json round-trips."""
+    import dataclasses
+
+    from osdpm_lib.cache import Normalizer
+    from osdpm_lib.models import DAPNConfig
+    from osdpm_lib.train import Stepper, TrainConfig, build_model
+
+    cfg = profiles.train_config("ci", "osdpm", 0, dapn={"layers": [-2], "rounds": 1, "scales": [4, 2]},
+                                osfcm_prototypes="fixed", osfcm_ambiguity="entropy", osfcm_warmup_frac=0.5,
+                                osfcm_target="high", progress=False)
+    assert cfg.dapn == DAPNConfig(layers=(-2,), rounds=1, scales=(4, 2))
+    again = TrainConfig(**json.loads(json.dumps(dataclasses.asdict(cfg))))
+    assert again == cfg and again.key() == cfg.key()
+    assert cfg.key() != profiles.train_config("ci", "osdpm", 0, progress=False).key()
+    model, tok, pre = build_model(cfg)
+    assert model.dapn.cfg.layers == (-2,) and model.dapn.collab.rounds == 1 and model.dapn.region.scales == (4, 2)
+    assert model.osfcm.mode == "fixed"
+    step = Stepper(model, cfg, Normalizer(pre["mean"], pre["std"]), torch.device("cpu"), None, total_steps=10)
+    assert step.loss_fn.ambiguity == "entropy"
+    scales = []
+    for _ in range(6):
+        scales.append(step.lambda_scale())
+        step.sched.step()
+    assert scales == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.0])      # 5 warm-up steps of 10
+    with pytest.raises(ValueError, match="osfcm_target"):
+        profiles.train_config("ci", "osdpm", 0, osfcm_target="most")
+
+
+def test_text_prototypes_follow_the_text_tower(data_dir, tmp_path, monkeypatch):
+    """``osfcm_prototypes="text"``: at the start of each epoch the prototypes are set to the current text tower's
+    category embeddings."""
+    from osdpm_lib import lexicon, models
+
+    calls = []
+    orig = models.OSFCM.set_prototypes
+
+    def spy(self, embeddings):
+        calls.append(embeddings.clone())
+        orig(self, embeddings)
+        assert torch.equal(self.prototypes, torch.nn.functional.normalize(embeddings.float(), dim=-1))
+
+    monkeypatch.setattr(models.OSFCM, "set_prototypes", spy)
+    cfg = profiles.train_config("ci", "osdpm", 0, epochs=2, batch_size=16, osfcm_prototypes="text", progress=False,
+                                stage_embeddings=False)
+    train(cfg, data_dir, tmp_path / "run")
+    assert len(calls) == 2 and calls[0].shape[0] == len(lexicon.CATEGORY_NAMES)
+    assert not torch.allclose(calls[0], calls[1], atol=1e-4)     # the text tower moved during epoch 1
