@@ -5,6 +5,8 @@ dicts.  Captions are compared after :func:`normalize` (lower case, whitespace co
 punctuation stripped) everywhere.  :func:`overlap` compares two data sets (or two splits of one, see
 :func:`split_of`) by filename, by caption text and, given both image folders, by perceptual hash
 (``imagehash.phash``, 64 bits; pairs within ``max_distance`` bits are near duplicates).
+:func:`shared_files` lists image files referenced by several records (which ``data.load`` refuses unless
+``allow_shared_images``; the command line reads with that option and reports them).
 
 Command line::
 
@@ -25,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import SPLITS, AnnotationError, Annotations, load, tokenize
+from .data import SPLITS, AnnotationError, Annotations, load, read_image, shared_images, tokenize
 from .synth import groundtruth
 
 MAX_DISTANCE = 8  # phash Hamming distance (of 64 bits) up to which two images count as near duplicates
@@ -168,12 +170,12 @@ def class_balance(ann: Annotations, scenes: Sequence[str | None] | None = None) 
 
 
 def phash(ann: Annotations, image_dir: str | Path, progress: bool = True) -> tuple[list[str], np.ndarray]:
-    """Distinct filenames of ``ann`` (in order) and their 64-bit perceptual hashes as ``uint64``.
+    """Distinct filenames of ``ann`` (in order) and their 64-bit perceptual hashes as ``uint64``, of the images
+    as :func:`osdpm_lib.data.read_image` decodes them.
 
     Raises :class:`AnnotationError` naming the file and its record when an image cannot be read.
     """
     import imagehash
-    from PIL import Image
     from tqdm.auto import tqdm
 
     first: dict = {}
@@ -182,15 +184,23 @@ def phash(ann: Annotations, image_dir: str | Path, progress: bool = True) -> tup
     recs = list(first.values())
     out = np.zeros(len(recs), dtype=np.uint64)
     for i, r in enumerate(tqdm(recs, desc="phash", unit="img", disable=not progress)):
-        file = Path(image_dir) / r.filename
-        try:
-            with Image.open(file) as im:
-                bits = imagehash.phash(im).hash.reshape(-1)
-        except Exception as exc:  # PIL raises several types for missing or broken files
-            where = r.origin or f"record {r.filename!r}, split {r.split!r}"
-            raise AnnotationError(f"{where}: image {file} cannot be read: {exc}") from exc
+        where = r.origin or f"record {r.filename!r}, split {r.split!r}"
+        bits = imagehash.phash(read_image(Path(image_dir) / r.filename, where).image).hash.reshape(-1)
         out[i] = np.packbits(bits).view(">u8")[0]
     return [r.filename for r in recs], out
+
+
+def shared_files(ann: Annotations) -> pd.DataFrame:
+    """Image files referenced by two or more records (:func:`osdpm_lib.data.shared_images`): ``filename``,
+    ``records`` (how many), ``splits`` and ``origins`` (where each record was read, by file name and
+    line or record), one row per file."""
+    def short(origin: str) -> str:
+        file, sep, where = origin.rpartition(": ")
+        return f"{Path(file).name}{sep}{where}"
+
+    rows = [{"filename": f, "records": len(recs), "splits": ", ".join(r.split for r in recs),
+             "origins": "; ".join(short(r.origin) for r in recs)} for f, recs in shared_images(ann.images).items()]
+    return pd.DataFrame(rows, columns=["filename", "records", "splits", "origins"])
 
 
 def hamming_pairs(a: np.ndarray, b: np.ndarray, max_distance: int, chunk: int = 1024) -> np.ndarray:
@@ -293,14 +303,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-distance", type=int, default=MAX_DISTANCE, help="phash distance (bits)")
     args = ap.parse_args(argv)
     try:
-        ann = load(args.path)
+        ann = load(args.path, allow_shared_images=True)   # reported below, not refused
         sections = [("Caption lengths", caption_lengths(ann).round(2)), ("Duplicate captions", duplicates(ann)),
                     ("Class balance", class_balance(ann))]
+        if len(shared := shared_files(ann)):
+            sections.append(("Image files in several records", shared))
         if len(ann.splits()) > 1:
             sections.append(("Overlap between splits",
                              split_overlap(ann, args.images, args.max_distance, digits=4)))
         if args.against:
-            res = overlap(ann, load(args.against), args.images, args.against_images, args.max_distance)
+            against = load(args.against, allow_shared_images=True)
+            res = overlap(ann, against, args.images, args.against_images, args.max_distance)
             sections.append((f"Overlap with {args.against.name} (a: {args.path.name})", overlap_table(res, 4)))
             if res["pairs"] is not None:
                 sections.append(("Near-duplicate images", res["pairs"]))

@@ -1,8 +1,8 @@
 """The fast data path: images decoded once into a uint8 tensor cache, captions tokenised once.
 
 ``SplitTensors.build`` returns, for one split, the images as ``uint8 [N, 3, S, S]`` (decoded from JPEG
-once and stored under ``cache_dir``; later runs and variants read the ``.pt`` file and never decode
-again), the tokenised captions ``[M, L]`` and ``caption_image [M]``.
+once by :func:`osdpm_lib.data.read_image` and stored under ``cache_dir``; later runs and variants read the ``.pt``
+file and never decode again), the tokenised captions ``[M, L]`` and ``caption_image [M]``.
 """
 
 from __future__ import annotations
@@ -20,26 +20,24 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import checkpoints
-from .data import AnnotationError
+from .data import READ_RULE, AnnotationError, read_image
 
 
-def _decode(path: Path, size: int, origin: str = "") -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.BICUBIC)
-            return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
-    except (OSError, ValueError, SyntaxError) as e:   # PIL: missing, truncated, not an image, unreadable
-        raise AnnotationError(f"{origin + ': ' if origin else ''}image {path}: cannot read ({e})") from e
+def _decode(path: Path, size: int, origin: str = "", bands=None) -> np.ndarray:
+    im = read_image(path, origin, bands).image
+    if im.size != (size, size):
+        im = im.resize((size, size), Image.BICUBIC)
+    return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
 def image_cache(filenames: list[str], image_dir: Path, size: int, cache_dir: Path | None = None,
-                workers: int = 4, progress: bool = True, origins: list[str] | None = None) -> torch.Tensor:
+                workers: int = 4, progress: bool = True, origins: list[str] | None = None,
+                bands=None) -> torch.Tensor:
     """uint8 ``[N, 3, size, size]`` for ``filenames`` under ``image_dir``, cached on disk.
 
     A missing or unreadable image raises :class:`~osdpm_lib.data.AnnotationError` naming the image and the
-    annotation record (``origins``) it comes from; a corrupt cache file is rebuilt.
+    annotation record (``origins``) it comes from; a corrupt cache file is rebuilt.  ``bands``: see
+    :func:`~osdpm_lib.data.read_image`.
     """
     image_dir = Path(image_dir)
     origins = origins or [""] * len(filenames)
@@ -50,7 +48,8 @@ def image_cache(filenames: list[str], image_dir: Path, size: int, cache_dir: Pat
                               + (" ..." if len(missing) > 5 else ""))
     stats = [(f, (st := (image_dir / f).stat()).st_size, st.st_mtime_ns)
              for f in filenames]  # a regenerated file changes size or mtime, and so the key
-    key = hashlib.sha1(json.dumps([str(image_dir.resolve()), size, stats]).encode()).hexdigest()[:16]
+    blob = [str(image_dir.resolve()), size, stats, READ_RULE, bands and list(bands)]
+    key = hashlib.sha1(json.dumps(blob).encode()).hexdigest()[:16]
     path = Path(cache_dir or image_dir.parent / ".cache") / f"images_{size}px_{key}.pt"
     if path.exists():
         try:
@@ -58,7 +57,7 @@ def image_cache(filenames: list[str], image_dir: Path, size: int, cache_dir: Pat
         except checkpoints.CheckpointError as exc:
             warnings.warn(f"{exc}; rebuilding the image cache", stacklevel=2)
     with ThreadPoolExecutor(workers) as pool:
-        arrays = list(tqdm(pool.map(lambda fo: _decode(image_dir / fo[0], size, fo[1]), zip(filenames, origins)),
+        arrays = list(tqdm(pool.map(lambda fo: _decode(image_dir / fo[0], size, fo[1], bands), zip(filenames, origins)),
                            total=len(filenames), desc=f"decoding {image_dir.name}", disable=not progress,
                            leave=False))
     images = torch.from_numpy(np.stack(arrays)) if arrays else torch.zeros(0, 3, size, size, dtype=torch.uint8)
@@ -92,11 +91,11 @@ class SplitTensors:
     captions: list[str]
 
     @classmethod
-    def build(cls, records, image_dir, size: int, tokenizer, cache_dir=None) -> "SplitTensors":
+    def build(cls, records, image_dir, size: int, tokenizer, cache_dir=None, bands=None) -> "SplitTensors":
         captions = [c for r in records for c in r.captions]
         caption_image = torch.tensor([i for i, r in enumerate(records) for _ in r.captions], dtype=torch.long)
         images = image_cache([r.filename for r in records], image_dir, size, cache_dir,
-                             origins=[r.origin for r in records])
+                             origins=[r.origin for r in records], bands=bands)
         tokens = tokenize(tokenizer, captions) if captions else torch.zeros(0, 1, dtype=torch.long)
         return cls(list(records), images, tokens, caption_image, captions)
 

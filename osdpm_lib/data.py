@@ -17,18 +17,40 @@ Three on-disk formats are read into one in-memory model, :class:`Annotations`:
     ``retrieval_test.json`` is test); PATH is such a file or a folder of them.
 
 Blank captions are dropped with one :class:`BlankCaptionWarning` per file; malformed input raises
-:class:`AnnotationError` naming the file and the line (1-based) or record (0-based) at fault.
+:class:`AnnotationError` naming the file and the line (1-based) or record (0-based) at fault.  An image file
+referenced by two records (in two splits: same-split repeats are refused by the readers) is an error naming
+both, unless ``allow_shared_images`` (:func:`shared_images` lists them; the audit reports them).
+
+Images are decoded by one function, :func:`read_image` (the image cache, :func:`check_image_files` and the audit's
+hashes all use it), into 8-bit RGB:
+
+* 8-bit L, RGB, P (and 1-bit, CMYK, YCbCr) images are converted by Pillow;
+* an alpha channel (RGBA, LA, PA, TIFF extra samples marked as alpha) is dropped, not composited;
+* 16-bit, 32-bit and float images with 1 or 3 bands are scaled to 8 bits by a per-image percentile stretch:
+  the 2nd and 98th percentiles of all the image's samples (:data:`STRETCH_PERCENTILES`) map to 0 and 255,
+  values outside are clipped (as remote-sensing viewers show such images); when the two percentiles are
+  equal the minimum and maximum are used, and a constant image becomes black;
+* an image with another number of bands (a 4-band RGB+NIR TIFF, say) is an error naming the file and its band
+  count unless ``bands`` picks 1 or 3 of them (0-based indices, e.g. ``(2, 1, 0)``).
+
+TIFFs that Pillow would misread (several bands of more than 8 bits, floats, more than 3 bands) are read with
+``tifffile``; 16-bit RGB(A) PNGs, of which Pillow keeps only the high byte, are refused.
 
 Command line::
 
     python -m osdpm_lib.data summary PATH [--format karpathy|amfmn|albef] [--check-images]
-                                          [--image-dir DIR]
+                                          [--image-dir DIR] [--bands B,B,B] [--allow-shared-images]
+
+``--check-images`` decodes every image fully (in parallel, on every available core), reports every missing or
+bad image with its record and exits 2, or adds ``"image check"`` (images checked, how many were rescaled from
+16-bit/float, how many had an alpha channel dropped) to the summary.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import warnings
@@ -79,6 +101,7 @@ class Annotations:
     format: str
     source: Path
     images: list[ImageRecord]
+    image_check: dict | None = field(default=None, compare=False)  # check_image_files's report, when run
 
     def split(self, name: str) -> list[ImageRecord]:
         """The images of split ``name`` (one of ``train``, ``val``, ``test``) in file order."""
@@ -110,14 +133,18 @@ def tokenize(raw: str) -> list[str]:
 
 
 def summary(ann: Annotations) -> dict:
-    """``{"format": F, "splits": {split: {"images": N, "captions": M}}}`` over non-empty splits."""
-    return {
+    """``{"format": F, "splits": {split: {"images": N, "captions": M}}}`` over non-empty splits, plus
+    ``"image check"`` (:func:`check_image_files`) when the images were checked."""
+    out = {
         "format": ann.format,
         "splits": {
             name: {"images": len(recs), "captions": sum(len(r.captions) for r in recs)}
             for name, recs in ann.splits().items()
         },
     }
+    if ann.image_check is not None:
+        out["image check"] = ann.image_check
+    return out
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -334,18 +361,211 @@ _READERS: dict[str, Callable[[Path], tuple[Path, _Entries]]] = {
 }
 
 
-def _check_images(entries: _Entries, image_dir: Path) -> None:
+# ----------------------------------------------------------------------------------------- images
+STRETCH_PERCENTILES = (2.0, 98.0)  # per-image stretch of 16-bit / float samples to 8 bits
+READ_RULE = "rgb8-v2"              # changes whenever read_image decodes some file differently (image cache key)
+LARGE_SET = 1000                   # from this many images check_image_files decodes in worker processes and
+                                   # shows a progress bar (on a terminal)
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+_DEEP_MODES = ("I", "F", "I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I;32", "I;32S")  # one band, > 8 bits
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_TIFF_ALPHA = (1, 2)               # ExtraSamples: associated, unassociated alpha
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An image as :func:`read_image` decoded it."""
+
+    image: Any                   # PIL.Image.Image, mode RGB, 8 bits per band, the file's size
+    rescaled: bool = False       # 16-bit / 32-bit / float samples stretched to 8 bits
+    alpha_dropped: bool = False  # the file had an alpha channel
+
+
+def stretch_to_uint8(x: np.ndarray) -> np.ndarray:
+    """``x`` scaled to uint8 by the percentile stretch of :data:`STRETCH_PERCENTILES`, over all its samples.
+
+    The low percentile maps to 0, the high one to 255, values outside are clipped and non-finite values become
+    0.  If the two percentiles are equal the minimum and maximum are used instead; a constant image is black.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    finite = np.isfinite(x)
+    if not finite.any():
+        return np.zeros(x.shape, dtype=np.uint8)
+    values = x[finite]
+    lo, hi = np.percentile(values, STRETCH_PERCENTILES)
+    if hi <= lo:
+        lo, hi = values.min(), values.max()
+    if hi <= lo:
+        return np.zeros(x.shape, dtype=np.uint8)
+    y = np.clip((np.where(finite, x, lo) - lo) / (hi - lo), 0.0, 1.0)
+    return np.rint(y * 255.0).astype(np.uint8)
+
+
+def _check_bands(bands) -> tuple[int, ...] | None:
+    if bands is None:
+        return None
+    bands = tuple(int(b) for b in bands)
+    if len(bands) not in (1, 3) or min(bands) < 0:
+        raise ValueError(f"bands must be 1 or 3 band indices from 0 (got {bands})")
+    return bands
+
+
+def _to_rgb8(x: np.ndarray, bands: tuple[int, ...] | None, where: str) -> tuple[np.ndarray, bool]:
+    """``[H, W]`` or ``[H, W, C]`` samples (alpha already dropped) as uint8 ``[H, W, 3]``; True if rescaled."""
+    x = x[..., None] if x.ndim == 2 else x
+    if x.ndim != 3:
+        raise AnnotationError(f"{where}: unexpected sample layout {x.shape}")
+    n = x.shape[-1]
+    if n not in (1, 3):
+        if bands is None:
+            raise AnnotationError(
+                f"{where} has {n} bands; only 1 or 3 can be shown: pick them with bands=(r, g, b) "
+                "(--bands R,G,B; indices from 0, e.g. 2,1,0), or a single band"
+            )
+        if max(bands) >= n:
+            raise AnnotationError(f"{where} has {n} bands; bands={bands} asks for band {max(bands)}")
+        x = x[..., list(bands)]
+    rescaled = x.dtype not in (np.uint8, np.bool_)
+    x = stretch_to_uint8(x) if rescaled else x.astype(np.uint8) * (255 if x.dtype == np.bool_ else 1)
+    return np.ascontiguousarray(np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x), rescaled
+
+
+def _tiff_samples(path: Path) -> tuple[np.ndarray, bool] | None:
+    """The samples ``[H, W, C]`` (alpha dropped, and whether there was one) of a TIFF that Pillow would misread:
+    more than 8 bits or floats in several bands, or a band count other than 1 or 3.  None for other files."""
+    with path.open("rb") as f:
+        if f.read(4) not in _TIFF_MAGIC:
+            return None
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages.first
+        samples, extra = page.samplesperpixel, tuple(page.extrasamples)
+        alpha = [samples - len(extra) + i for i, e in enumerate(extra) if e in _TIFF_ALPHA]
+        plain = page.bitspersample <= 8 and page.sampleformat == 1  # unsigned integers of at most 8 bits
+        if samples == 1 or (plain and samples - len(alpha) == 3):
+            return None                                              # Pillow reads these right
+        x = page.asarray()
+        axes = page.axes
+    if "S" not in axes or x.ndim != 3:
+        raise ValueError(f"unexpected TIFF layout: axes {axes!r}, shape {x.shape}")
+    x = np.moveaxis(x, axes.index("S"), -1)
+    return x[..., [i for i in range(x.shape[-1]) if i not in alpha]], bool(alpha)
+
+
+def read_image(path: str | Path, origin: str = "", bands=None) -> DecodedImage:
+    """Decode the image file at ``path`` fully into 8-bit RGB by the rules in this module's docstring.
+
+    The one reader of image files: the image cache (:func:`osdpm_lib.cache.image_cache`), :func:`check_image_files`
+    and the audit's perceptual hashes use it.  A missing, truncated, corrupt or unsupported file raises
+    :class:`AnnotationError` naming the file and ``origin`` (the record it comes from).  ``bands``: 1 or 3
+    band indices (from 0) for images with another number of bands.
+    """
     from PIL import Image
 
-    for rec in entries:
-        file = image_dir / rec.filename
-        if not file.is_file():
-            raise AnnotationError(f"{rec.origin}: image {file} not found")
-        try:
-            with Image.open(file) as im:
-                im.verify()
-        except Exception as exc:  # PIL raises several types for broken files
-            raise AnnotationError(f"{rec.origin}: image {file} is unreadable: {exc}") from exc
+    path, bands = Path(path), _check_bands(bands)
+    where = f"{origin + ': ' if origin else ''}image {path}"
+    if not path.is_file():
+        raise AnnotationError(f"{where} not found")
+    samples = rgb = None
+    try:
+        tiff = _tiff_samples(path)
+        if tiff is not None:
+            samples, alpha = tiff
+        else:
+            with Image.open(path) as im:
+                rawmode = im.tile[0][3] if im.tile else None
+                if im.format == "PNG" and im.mode in ("RGB", "RGBA", "LA") and str(rawmode).endswith(";16B"):
+                    raise AnnotationError(
+                        f"{where}: a 16-bit {im.mode} PNG, of which Pillow reads only the high byte of each "
+                        "sample; save it as a 16-bit TIFF"
+                    )
+                alpha = im.mode in _ALPHA_MODES
+                im.load()                                      # full decode: truncated data raise here
+                if im.mode in _DEEP_MODES:
+                    samples = np.asarray(im)
+                else:
+                    rgb = im.convert("RGB")
+    except AnnotationError:
+        raise
+    except Exception as exc:  # Pillow and tifffile raise many types for broken or unsupported files
+        raise AnnotationError(f"{where} is unreadable: {exc}") from exc
+    if samples is None:
+        return DecodedImage(rgb, False, alpha)
+    pixels, rescaled = _to_rgb8(samples, bands, where)
+    return DecodedImage(Image.fromarray(pixels, "RGB"), rescaled, alpha)
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _check_one(job: tuple[Path, str, tuple[int, ...] | None]) -> tuple[bool, bool] | str:
+    """One image for :func:`check_image_files`: ``(rescaled, alpha dropped)``, or the error message."""
+    try:
+        decoded = read_image(*job)
+    except AnnotationError as exc:
+        return str(exc)
+    return decoded.rescaled, decoded.alpha_dropped
+
+
+def check_image_files(records: list[ImageRecord], image_dir: str | Path, bands=None, workers: int | None = None,
+                      progress: bool | None = None) -> dict:
+    """Decode every image of ``records`` under ``image_dir`` with :func:`read_image`, on ``workers`` cores
+    (default: every available one): in joblib's worker processes from :data:`LARGE_SET` images, in threads
+    below (Pillow decodes without holding the GIL but parses headers in Python; a process costs a second or so
+    to start).
+
+    Every missing or bad image is collected; if there are any, one :class:`AnnotationError` lists them all
+    (file and record, one per line).  Otherwise returns ``{"images": N, "rescaled": R, "alpha dropped": A}``
+    over the distinct files.  ``progress``: a tqdm bar (default: on a terminal, from :data:`LARGE_SET`
+    images).
+    """
+    from joblib import Parallel, delayed
+    from tqdm import tqdm
+
+    image_dir, bands = Path(image_dir), _check_bands(bands)
+    first: dict[str, ImageRecord] = {}
+    for rec in records:
+        first.setdefault(rec.filename, rec)
+    jobs = [(image_dir / rec.filename, rec.origin, bands) for rec in first.values()]
+    large = len(jobs) >= LARGE_SET
+    parallel = Parallel(n_jobs=max(1, workers or available_cores()), prefer="processes" if large else "threads",
+                        return_as="generator")
+    disable = (not progress) if progress is not None else (not large or None)
+    results = list(tqdm(parallel(delayed(_check_one)(job) for job in jobs), total=len(jobs), unit="img",
+                        desc=f"checking {image_dir.name}", disable=disable, file=sys.stderr))
+    bad = [r for r in results if isinstance(r, str)]
+    if bad:
+        raise AnnotationError(f"{len(bad)} of {len(jobs)} images under {image_dir} are missing or bad:\n"
+                              + "\n".join(bad))
+    return {"images": len(jobs), "rescaled": sum(r[0] for r in results),
+            "alpha dropped": sum(r[1] for r in results)}
+
+
+def shared_images(records: list[ImageRecord]) -> dict[str, list[ImageRecord]]:
+    """Image files referenced by two or more records (paths compared after ``os.path.normpath``), in file
+    order: ``{filename: [records]}``."""
+    by_file: dict[str, list[ImageRecord]] = {}
+    for rec in records:
+        by_file.setdefault(os.path.normpath(rec.filename), []).append(rec)
+    return {f: recs for f, recs in by_file.items() if len(recs) > 1}
+
+
+def _refuse_shared(records: list[ImageRecord]) -> None:
+    shared = shared_images(records)
+    if shared:
+        lines = [f"image {f!r} is in {len(recs)} records: "
+                 + "; ".join(f"{r.origin} (split {r.split!r})" for r in recs) for f, recs in shared.items()]
+        raise AnnotationError(
+            f"{len(shared)} image file(s) referenced by more than one record, which leaks images between "
+            "splits; if the data set means it, pass allow_shared_images=True (--allow-shared-images):\n"
+            + "\n".join(lines)
+        )
 
 
 # ------------------------------------------------------------------------------------- public API
@@ -379,11 +599,16 @@ def load(
     format: str | None = None,
     image_dir: str | Path | None = None,
     check_images: bool = False,
+    allow_shared_images: bool = False,
+    bands=None,
 ) -> Annotations:
     """Read the annotations at ``path`` (format auto-detected unless given).
 
-    With ``check_images`` every image must exist under ``image_dir`` (default ``<folder>/images``,
-    folder being ``path`` or the folder holding it) and pass PIL's open + verify.
+    An image file referenced by two records raises :class:`AnnotationError` naming both records and their
+    splits, unless ``allow_shared_images``.  With ``check_images`` every image under ``image_dir`` (default
+    ``<folder>/images``, folder being ``path`` or the folder holding it) is decoded by :func:`check_image_files`
+    (``bands``: see :func:`read_image`), which names every missing or bad one; its report is kept in
+    ``Annotations.image_check``.
     """
     path = Path(path)
     if not path.exists():
@@ -392,10 +617,21 @@ def load(
     if fmt not in _READERS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     source, entries = _READERS[fmt](path)
+    if not allow_shared_images:
+        _refuse_shared(entries)
+    report = None
     if check_images:
         folder = path if path.is_dir() else path.parent
-        _check_images(entries, Path(image_dir) if image_dir is not None else folder / "images")
-    return Annotations(fmt, source, entries)
+        report = check_image_files(entries, Path(image_dir) if image_dir is not None else folder / "images",
+                                   bands)
+    return Annotations(fmt, source, entries, report)
+
+
+def _bands_arg(text: str) -> tuple[int, ...]:
+    try:
+        return _check_bands(text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from exc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -407,11 +643,17 @@ def main(argv: list[str] | None = None) -> int:
     cmd = sub.add_parser("summary", help="print image and caption counts per split as JSON")
     cmd.add_argument("path", type=Path, help="annotation file or folder")
     cmd.add_argument("--format", choices=FORMATS, help="skip auto-detection")
-    cmd.add_argument("--check-images", action="store_true", help="open and verify every image")
+    cmd.add_argument("--check-images", action="store_true",
+                     help="decode every image fully (in parallel); name every missing or bad one")
     cmd.add_argument("--image-dir", type=Path, help="image folder (default <folder>/images)")
+    cmd.add_argument("--bands", type=_bands_arg, metavar="B[,B,B]",
+                     help="for images with other than 1 or 3 bands: the bands to use, from 0 (e.g. 2,1,0)")
+    cmd.add_argument("--allow-shared-images", action="store_true",
+                     help="accept an image file referenced by several records (e.g. in two splits)")
     args = parser.parse_args(argv)
     try:
-        ann = load(args.path, args.format, args.image_dir, args.check_images)
+        ann = load(args.path, args.format, args.image_dir, args.check_images, args.allow_shared_images,
+                   args.bands)
     except AnnotationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from .data import read_image  # noqa: E402
 from .embedding import STAGES  # noqa: E402
 from .evaluate import topk_image_to_text, topk_text_to_image  # noqa: E402
 
@@ -40,8 +41,7 @@ def sample_grid(records, image_dir, n: int = 8, cols: int = 4, scenes: dict | No
         ax.axis("off")
     for ax, i in zip(np.atleast_1d(axes).ravel(), pick):
         r = records[int(i)]
-        with Image.open(Path(image_dir) / r.filename) as im:
-            ax.imshow(im.convert("RGB"))
+        ax.imshow(read_image(Path(image_dir) / r.filename, r.origin).image)
         scene = (scenes or {}).get(r.filename, r.scene) or "?"
         caps = "\n".join(textwrap.fill(c, wrap) for c in r.captions[:2])
         ax.set_title(f"{r.filename} [{scene}]\n{caps}", fontsize=7, loc="left")

@@ -171,14 +171,16 @@ class Bundle:
 
 
 def load_bundle(data_dir, tokenizer, preprocess: dict, with_priors: bool, prior_threshold: float = 0.4,
-                image_dir=None, cache_dir=None, ann=None, prior_target: str = "high") -> Bundle:
+                image_dir=None, cache_dir=None, ann=None, prior_target: str = "high", bands=None) -> Bundle:
     """The split tensors and priors of the data set at ``data_dir`` (``ann``: its annotations, if read already);
-    the training prior is OSFCM's target (``priors.Priors.target(prior_target)``)."""
+    the training prior is OSFCM's target (``priors.Priors.target(prior_target)``); ``bands``: see
+    :func:`osdpm_lib.data.read_image`."""
     data_dir = Path(data_dir)
     ann = ann if ann is not None else load_annotations(data_dir)
     image_dir = Path(image_dir) if image_dir else data_dir / "images"
     size = preprocess["image_size"]
-    splits = {s: SplitTensors.build(ann.split(s), image_dir, size, tokenizer, cache_dir) for s in ("train", "val", "test")}
+    splits = {s: SplitTensors.build(ann.split(s), image_dir, size, tokenizer, cache_dir, bands)
+              for s in ("train", "val", "test")}
     for s, t in splits.items():
         if len(t.records) == 0:
             raise ValueError(f"{ann.source}: split {s!r} is empty")

@@ -143,7 +143,7 @@ def test_split_overlap(ab):
 def test_unreadable_image_names_the_file(ab):
     a = data.load(ab[0])
     (ab[0] / "images" / "beach_3.jpg").write_bytes(b"not a jpeg")
-    with pytest.raises(data.AnnotationError, match=r"\.json: record \d+: image .*beach_3\.jpg cannot be read"):
+    with pytest.raises(data.AnnotationError, match=r"\.json: record \d+: image .*beach_3\.jpg is unreadable"):
         audit.overlap(a, data.load(ab[1]), ab[0] / "images", ab[1] / "images", progress=False)
     (ab[0] / "images" / "beach_3.jpg").unlink()
     with pytest.raises(data.AnnotationError, match=r"beach_3\.jpg"):

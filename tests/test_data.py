@@ -246,10 +246,14 @@ def test_amfmn_per_caption_non_consecutive_repeat(tmp_path):
         load(tmp_path)
 
 
-def test_same_filename_in_two_splits_is_allowed(tmp_path):
+def test_same_filename_in_two_splits_only_on_request(tmp_path):
     write_amfmn(tmp_path, "train", ["c"] * 5, ["a_1.jpg"])
     write_amfmn(tmp_path, "test", ["c"], ["a_1.jpg"])
-    assert [r.split for r in load(tmp_path).images] == ["train", "test"]
+    msg = (r"image 'a_1\.jpg' is in 2 records: .*train_filename\.txt: line 1 \(split 'train'\); "
+           r".*test_filename\.txt: line 1 \(split 'test'\)")
+    with pytest.raises(AnnotationError, match=msg):
+        load(tmp_path)
+    assert [r.split for r in load(tmp_path, allow_shared_images=True).images] == ["train", "test"]
 
 
 def test_amfmn_unknown_split_file(tmp_path):
@@ -503,7 +507,7 @@ def test_corrupt_or_missing_image_in_training_names_the_record(amfmn_dir, tmp_pa
     with pytest.raises(AnnotationError, match=r"test_filename\.txt: line 3: image .*00005\.jpg is unreadable"):
         load(amfmn_dir, check_images=True)
     ann = load(amfmn_dir)                                              # without the check: caught when decoding
-    with pytest.raises(AnnotationError, match=r"test_filename\.txt: line 3: image .*00005\.jpg: cannot read"):
+    with pytest.raises(AnnotationError, match=r"test_filename\.txt: line 3: image .*00005\.jpg is unreadable"):
         _split_tensors(ann, "test", imgs, tmp_path / "cache")
     (imgs / "beach_2.jpg").unlink()
     with pytest.raises(AnnotationError, match=r"1 of 2 images missing under .*train_filename\.txt: line 2: beach_2"):
