@@ -81,3 +81,34 @@ def test_osdpm_loss_is_contrastive_plus_lambda_times_osfcm():
     assert "osfcm" not in OSDPMLoss(1.0)(out, None)           # no prior given: contrastive only
     no_head = {k: v for k, v in out.items() if k != "osfcm_logits"}
     assert "osfcm" not in OSDPMLoss(1.0)(no_head, prior)     # a variant without OSFCM
+
+
+def test_osfcm_loss_normalises_priors_of_any_mass():
+    """Rows of mass below 1 (probabilities after a threshold) are renormalised too, and count as images with a
+    prior; one image with a prior is a mean over one image."""
+    small = [0.2, 0.1, 0.1]                        # mass 0.4
+    got = OSFCMLoss()(torch.tensor([LOGITS[0], LOGITS[1]]), torch.tensor([small, [0.0, 0.0, 0.0]]))
+    assert float(got) == pytest.approx(kl_by_hand(small, LOGITS[0]), rel=1e-5)
+
+
+def test_osdpm_loss_under_ddp_divides_by_global_count_per_rank(monkeypatch):
+    """world_size > 1: the OSFCM mean divides by (images with a prior over all ranks) / world_size; all_reduce is
+    simulated: the other rank holds 3 images with a prior.  The contrastive part gathers across ranks."""
+    import osdpm_lib.losses as losses_mod
+
+    def all_reduce(t):
+        t += 3
+    monkeypatch.setattr(losses_mod.dist, "all_reduce", all_reduce)
+    loss = OSDPMLoss(1.0, rank=1, world_size=2)
+    c = loss.contrastive
+    assert (c.local_loss, c.gather_with_grad, c.rank, c.world_size) == (True, True, 1, 2)
+    single = OSDPMLoss(1.0).contrastive
+    assert (single.local_loss, single.gather_with_grad, single.rank, single.world_size) == (False, False, 0, 1)
+    loss.contrastive = lambda *a: torch.tensor(0.0)         # no process group here
+    out = {"image_features": None, "text_features": None, "logit_scale": None, "osfcm_logits": torch.tensor(LOGITS)}
+    # two local images with a prior (probability rows, mass 1) and one without
+    rows = [[0.6, 0.3, 0.1], [0.1, 0.1, 0.8]]
+    out["osfcm_logits"] = torch.tensor([*LOGITS, [1.0, 0.0, -1.0]])
+    got = loss(out, torch.tensor([*rows, [0.0, 0.0, 0.0]]))["osfcm"]
+    total = kl_by_hand(rows[0], LOGITS[0]) + kl_by_hand(rows[1], LOGITS[1])
+    assert float(got) == pytest.approx(total / ((2 + 3) / 2), rel=1e-5)

@@ -3,8 +3,8 @@
     python tools/plant_faults.py              # every fault
     python tools/plant_faults.py prior_of_other_images
 
-For each fault the library is copied to ``build/faults/<name>/``, one source line is replaced, and pytest runs the
-guarding tests with that copy first on ``PYTHONPATH``.  A fault whose original text is no longer in the source is
+For each fault the library and its tests are copied to ``build/faults/<name>/``, one source line is replaced, and
+pytest runs the guarding tests inside that copy.  A fault whose original text is no longer in the source is
 reported as ``stale`` (the code changed: update the fault to the new code).  Exit status 1 if any fault survives.
 """
 
@@ -54,13 +54,16 @@ def plant(name: str) -> str:
     file, old, new, tests = FAULTS[name]
     work = WORK / name
     shutil.rmtree(work, ignore_errors=True)
-    shutil.copytree(ROOT / "osdpm_lib", work / "osdpm_lib", ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("osdpm_lib", "tests"):
+        shutil.copytree(ROOT / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(ROOT / "pyproject.toml", work / "pyproject.toml")
     src = (work / file).read_text()
     if src.count(old) != 1:
         return "stale"
     (work / file).write_text(src.replace(old, new))
     env = os.environ | {"PYTHONPATH": str(work), "TQDM_DISABLE": "1"}
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:randomly", *tests], cwd=ROOT, env=env,
+    # run inside the copy: ``python -m pytest`` puts the working directory first on sys.path
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:randomly", *tests], cwd=work, env=env,
                        capture_output=True, text=True)
     failed = [ln for ln in r.stdout.splitlines() if ln.startswith("FAILED")]
     print(f"{name}: {'caught by ' + failed[0][7:].split(' - ')[0] if r.returncode == 1 else 'rc ' + str(r.returncode)}",
