@@ -207,7 +207,7 @@ def test_scores_compared_in_float32():
     sims = np.array([[1.0, 1.0 + 1e-12], [0.0, 1.0]], dtype=np.float64)   # caption 1 (image 1) "beats" caption 0
     strict = retrieval_metrics(sims, [0, 1], ties="strict")
     expected = retrieval_metrics(sims, [0, 1])
-    assert strict["i2t_r1"] == 0.0                  # image 0: its caption ties a wrong one -> a strict miss
+    assert strict["i2t_r1"] == 50.0                 # image 0: its caption ties a wrong one -> a strict miss
     assert expected["i2t_r1"] == pytest.approx(100 * (0.5 + 1) / 2)
 
 
@@ -218,7 +218,8 @@ def test_chance_metrics_by_hypergeometric_formula():
         got = chance_metrics(n, c)
         total = n * c
         for k in KS:
-            assert got[f"i2t_r{k}"] == pytest.approx(100 * (1 - comb(total - c, k) / comb(total, k)), abs=1e-9)
+            p_miss = comb(total - c, k) / comb(total, k) if k <= total else 0.0   # K past the gallery: a hit
+            assert got[f"i2t_r{k}"] == pytest.approx(100 * (1 - p_miss), abs=1e-9)
             assert got[f"t2i_r{k}"] == pytest.approx(100 * min(k / n, 1.0), abs=1e-12)
         recalls = [got[k] for k in KEYS[:6]]
         assert got["rsum"] == pytest.approx(sum(recalls)) and got["mr"] == pytest.approx(sum(recalls) / 6)

@@ -3,21 +3,18 @@
     python tools/plant_faults.py              # every fault
     python tools/plant_faults.py prior_of_other_images
 
-For each fault the library and its tests are copied to ``build/faults/<name>/``, one source line is replaced, and
-pytest runs the guarding tests inside that copy.  A fault whose original text is no longer in the source is
-reported as ``stale`` (the code changed: update the fault to the new code).  Exit status 1 if any fault survives.
+All faults are planted in one process (the library is imported once): the function that holds the original text
+runs the faulty text instead while pytest runs the guarding tests, then the original is restored.  A fault whose
+original text is no longer in one function is reported as ``stale`` (the code changed: update the fault to the new
+code).  Exit status 1 if any fault survives.  Run it from the repository root with ``PYTHONPATH=$PWD``.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-WORK = ROOT / "build" / "faults"
 
 # name -> (file, original text, faulty text, pytest arguments of the tests that must fail)
 FAULTS = {
@@ -49,29 +46,51 @@ FAULTS = {
 }
 
 
+def _function_of(file: str, old: str):
+    """(module, function) of the function in ``file`` whose source holds ``old`` (module-level or method)."""
+    import importlib
+    import inspect
+
+    module = importlib.import_module(file.removesuffix(".py").removesuffix("/__init__").replace("/", "."))
+    for obj in vars(module).values():
+        candidates = [obj] if inspect.isfunction(obj) else list(vars(obj).values()) if inspect.isclass(obj) else []
+        for fn in candidates:
+            if inspect.isfunction(fn) and fn.__module__ == module.__name__ and old in inspect.getsource(fn):
+                return module, fn
+    return module, None
+
+
 def plant(name: str) -> str:
-    """'caught' (a guarding test failed), 'SURVIVED' or 'stale'."""
+    """'caught' (a guarding test failed), 'SURVIVED' or 'stale'.
+
+    In this process: the function holding the original text gets the code of its faulty version (``__code__``, so
+    every reference to it sees the fault, also names imported elsewhere), pytest runs the guarding tests, and the
+    original code is put back."""
+    import inspect
+    import textwrap
+
+    import pytest
+
     file, old, new, tests = FAULTS[name]
-    work = WORK / name
-    shutil.rmtree(work, ignore_errors=True)
-    for folder in ("osdpm_lib", "tests"):
-        shutil.copytree(ROOT / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy2(ROOT / "pyproject.toml", work / "pyproject.toml")
-    src = (work / file).read_text()
-    if src.count(old) != 1:
+    module, fn = _function_of(file, old)
+    if fn is None or inspect.getsource(fn).count(old) != 1:
+        print(f"{name}: stale (the text to replace is not in one function of {file})", flush=True)
         return "stale"
-    (work / file).write_text(src.replace(old, new))
-    env = os.environ | {"PYTHONPATH": str(work), "TQDM_DISABLE": "1"}
-    # run inside the copy: ``python -m pytest`` puts the working directory first on sys.path
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:randomly", *tests], cwd=work, env=env,
-                       capture_output=True, text=True)
-    failed = [ln for ln in r.stdout.splitlines() if ln.startswith("FAILED")]
-    print(f"{name}: {'caught by ' + failed[0][7:].split(' - ')[0] if r.returncode == 1 else 'rc ' + str(r.returncode)}",
-          flush=True)
-    return "caught" if r.returncode == 1 else "SURVIVED"
+    src = textwrap.dedent(inspect.getsource(fn)).replace(old, new)
+    scope: dict = {}
+    exec(compile(src, f"<fault {name}>", "exec"), vars(module).copy(), scope)
+    original = fn.__code__
+    fn.__code__ = scope[fn.__name__].__code__
+    try:
+        rc = pytest.main(["-q", "-x", "-p", "no:randomly", "-p", "no:cacheprovider", *tests])
+    finally:
+        fn.__code__ = original
+    print(f"{name}: {'caught' if rc == 1 else f'pytest exit {int(rc)}'}", flush=True)
+    return "caught" if rc == 1 else "SURVIVED"
 
 
 def main(argv=None) -> int:
+    sys.path.insert(0, str(ROOT))
     names = (argv if argv is not None else sys.argv[1:]) or list(FAULTS)
     results = {n: plant(n) for n in names}
     for n, r in results.items():
