@@ -55,8 +55,13 @@ def _function_of(file: str, old: str):
     for obj in vars(module).values():
         candidates = [obj] if inspect.isfunction(obj) else list(vars(obj).values()) if inspect.isclass(obj) else []
         for fn in candidates:
-            if inspect.isfunction(fn) and fn.__module__ == module.__name__ and old in inspect.getsource(fn):
-                return module, fn
+            if not (inspect.isfunction(fn) and fn.__module__ == module.__name__):
+                continue
+            try:
+                if old in inspect.getsource(fn):
+                    return module, fn
+            except (OSError, TypeError):   # generated code (dataclass methods) has no source
+                continue
     return module, None
 
 
