@@ -16,7 +16,7 @@ export ATEN_CPU_CAPABILITY := avx2
 export MKL_CBWR := AVX2
 export ONEDNN_MAX_CPU_ISA := AVX2
 
-.PHONY: setup wordnet book book-ci pretrain tune test unit nbval bench clean
+.PHONY: setup wordnet book book-ci pretrain tune test unit nbval bench mutate clean
 
 setup: $(VENV)/.installed wordnet
 
@@ -66,6 +66,13 @@ test: unit nbval
 
 bench: setup
 	$(PY) -m osdpm_lib.bench --mode cpu --out results/bench.md
+
+# Mutation testing (mutmut, requirements-dev.txt) of metrics, stats, losses, models and train's selection/step code,
+# each against its own targeted tests; too slow for CI (docs/MUTATION.md records the last score).
+# MUTATE=metrics limits it to some modules.
+mutate: setup
+	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	TQDM_DISABLE=1 $(PY) tools/mutate.py $(MUTATE)
 
 clean:
 	rm -rf runs data/*/.cache

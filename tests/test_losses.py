@@ -1,4 +1,5 @@
-"""OSFCM's target weighting: ambiguity weights, the weighted KL, and lambda's warm-up."""
+"""The OSFCM loss by its value (KL(p || q) computed by hand, on examples where the direction of the KL matters), its
+per-image ambiguity weights and lambda's warm-up factor."""
 
 import math
 
@@ -8,6 +9,113 @@ import torch
 from osdpm_lib.losses import OSDPMLoss, OSFCMLoss, ambiguity_weights, assignment_ambiguity
 
 
+def kl_by_hand(prior_row, logit_row) -> float:
+    """KL(p || q) of one image with plain Python floats: p = the prior row normalised to sum 1,
+    q = softmax(logits); terms with p = 0 are 0."""
+    p = [v / sum(prior_row) for v in prior_row]
+    z = sum(math.exp(v) for v in logit_row)
+    q = [math.exp(v) / z for v in logit_row]
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q) if pi > 0)
+
+
+# Asymmetric: every entry non-zero, p and q far from uniform and from each other, so KL(p||q) != KL(q||p),
+# and the priors are not normalised (frequencies) so that a missing normalisation changes the value.
+PRIOR = [[6.0, 3.0, 1.0], [1.0, 1.0, 8.0]]
+LOGITS = [[0.2, 1.5, -1.0], [2.0, -0.5, 0.3]]
+
+
+def test_osfcm_loss_is_forward_kl_mean_over_images():
+    got = OSFCMLoss()(torch.tensor(LOGITS), torch.tensor(PRIOR))
+    want = (kl_by_hand(PRIOR[0], LOGITS[0]) + kl_by_hand(PRIOR[1], LOGITS[1])) / 2
+    assert float(got) == pytest.approx(want, rel=1e-5)
+    # the reverse direction is a different number here (the test would not tell them apart otherwise)
+    reverse = sum(kl_by_hand([math.exp(v) for v in lg], pr) for pr, lg in zip(PRIOR, LOGITS)) / 2
+    assert abs(reverse - want) > 0.1
+
+
+def test_osfcm_loss_rows_without_prior_neither_count_nor_divide():
+    """A row of zeros (an image whose captions name no category) adds nothing and is not in the mean's divisor;
+    zero entries of a prior contribute 0 (0 log 0 = 0), not NaN."""
+    prior = torch.tensor([PRIOR[0], [0.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    logits = torch.tensor([LOGITS[0], [5.0, -3.0, 0.0], LOGITS[1]])
+    got = OSFCMLoss()(logits, prior)
+    want = (kl_by_hand(PRIOR[0], LOGITS[0]) + kl_by_hand([0.0, 2.0, 0.0], LOGITS[1])) / 2
+    assert torch.isfinite(got) and float(got) == pytest.approx(want, rel=1e-5)
+    assert float(OSFCMLoss()(logits, torch.zeros(3, 3))) == 0.0
+
+
+def test_osfcm_loss_divisor_given_by_caller():
+    """``denominator`` (the DDP divisor) replaces the local count of images with a prior."""
+    logits, prior = torch.tensor(LOGITS), torch.tensor(PRIOR)
+    total = kl_by_hand(PRIOR[0], LOGITS[0]) + kl_by_hand(PRIOR[1], LOGITS[1])
+    assert float(OSFCMLoss()(logits, prior, denominator=torch.tensor(4.0))) == pytest.approx(total / 4, rel=1e-5)
+    assert float(OSFCMLoss()(logits, prior, denominator=1.0)) == pytest.approx(total, rel=1e-5)
+
+
+def test_osfcm_loss_gradient_pulls_assignment_toward_prior():
+    """d KL(p||q) / d logits = q - p: the step moves the assignment toward the prior."""
+    logits = torch.tensor(LOGITS, requires_grad=True)
+    OSFCMLoss()(logits, torch.tensor(PRIOR)).backward()
+    p = torch.tensor(PRIOR) / torch.tensor(PRIOR).sum(1, keepdim=True)
+    q = torch.softmax(torch.tensor(LOGITS), dim=1)
+    torch.testing.assert_close(logits.grad, (q - p) / 2, rtol=1e-5, atol=1e-6)
+
+
+def test_osdpm_loss_is_contrastive_plus_lambda_times_osfcm():
+    g = torch.Generator().manual_seed(0)
+    feats = torch.nn.functional.normalize(torch.randn(2, 4, generator=g), dim=-1)
+    out = {"image_features": feats, "text_features": feats.flip(0), "logit_scale": torch.tensor(3.0),
+           "osfcm_logits": torch.tensor(LOGITS)}
+    prior = torch.tensor(PRIOR)
+    osfcm = (kl_by_hand(PRIOR[0], LOGITS[0]) + kl_by_hand(PRIOR[1], LOGITS[1])) / 2
+    # CLIP's symmetric InfoNCE by hand: logits = scale * img @ txt.T, the diagonal is the target both ways
+    sims = (3.0 * feats @ feats.flip(0).T).tolist()
+    ce = lambda row, i: math.log(sum(math.exp(v) for v in row)) - row[i]  # noqa: E731
+    contrastive = (sum(ce(sims[i], i) for i in range(2)) / 2 + sum(ce([r[i] for r in sims], i) for i in range(2)) / 2) / 2
+    for lam in (0.5, 2.0):
+        losses = OSDPMLoss(lam)(out, prior)
+        assert float(losses["contrastive"]) == pytest.approx(contrastive, rel=1e-5)
+        assert float(losses["osfcm"]) == pytest.approx(osfcm, rel=1e-5)
+        assert float(losses["total"]) == pytest.approx(contrastive + lam * osfcm, rel=1e-5)
+    off = OSDPMLoss(0.0)(out, prior)
+    assert "osfcm" not in off and float(off["total"]) == pytest.approx(contrastive, rel=1e-5)
+    assert "osfcm" not in OSDPMLoss(1.0)(out, None)           # no prior given: contrastive only
+    no_head = {k: v for k, v in out.items() if k != "osfcm_logits"}
+    assert "osfcm" not in OSDPMLoss(1.0)(no_head, prior)     # a variant without OSFCM
+
+
+def test_osfcm_loss_normalises_priors_of_any_mass():
+    """Rows of mass below 1 (probabilities after a threshold) are renormalised too, and count as images with a
+    prior; one image with a prior is a mean over one image."""
+    small = [0.2, 0.1, 0.1]                        # mass 0.4
+    got = OSFCMLoss()(torch.tensor([LOGITS[0], LOGITS[1]]), torch.tensor([small, [0.0, 0.0, 0.0]]))
+    assert float(got) == pytest.approx(kl_by_hand(small, LOGITS[0]), rel=1e-5)
+
+
+def test_osdpm_loss_under_ddp_divides_by_global_count_per_rank(monkeypatch):
+    """world_size > 1: the OSFCM mean divides by (images with a prior over all ranks) / world_size; all_reduce is
+    simulated: the other rank holds 3 images with a prior.  The contrastive part gathers across ranks."""
+    import osdpm_lib.losses as losses_mod
+
+    def all_reduce(t):
+        t += 3
+    monkeypatch.setattr(losses_mod.dist, "all_reduce", all_reduce)
+    loss = OSDPMLoss(1.0, rank=1, world_size=2)
+    c = loss.contrastive
+    assert (c.local_loss, c.gather_with_grad, c.rank, c.world_size) == (True, True, 1, 2)
+    single = OSDPMLoss(1.0).contrastive
+    assert (single.local_loss, single.gather_with_grad, single.rank, single.world_size) == (False, False, 0, 1)
+    monkeypatch.setattr(c, "forward", lambda *a: torch.tensor(0.0))   # no process group here
+    out = {"image_features": None, "text_features": None, "logit_scale": None, "osfcm_logits": torch.tensor(LOGITS)}
+    # two local images with a prior (probability rows, mass 1) and one without
+    rows = [[0.6, 0.3, 0.1], [0.1, 0.1, 0.8]]
+    out["osfcm_logits"] = torch.tensor([*LOGITS, [1.0, 0.0, -1.0]])
+    got = loss(out, torch.tensor([*rows, [0.0, 0.0, 0.0]]))["osfcm"]
+    total = kl_by_hand(rows[0], LOGITS[0]) + kl_by_hand(rows[1], LOGITS[1])
+    assert float(got) == pytest.approx(total / ((2 + 3) / 2), rel=1e-5)
+
+
+# ------------------------------------------------------------------ ambiguity weights and warm-up
 def test_assignment_ambiguity_is_normalised_entropy():
     logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [100.0, 0.0, 0.0, 0.0], [math.log(2), 0.0, -1e9, -1e9]])
     amb = assignment_ambiguity(logits)

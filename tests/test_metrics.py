@@ -200,3 +200,35 @@ def test_bad_arguments_rejected():
         retrieval_metrics(np.zeros((2, 2)), [0, 1], ties="optimistic")
     with pytest.raises(ValueError, match="allowed"):
         hits(np.zeros((2, 2)), [0, 1], ties="random")
+
+
+def test_scores_compared_in_float32():
+    """float64 scores that differ only beyond float32 precision tie (the protocol compares in float32)."""
+    sims = np.array([[1.0, 1.0 + 1e-12], [0.0, 1.0]], dtype=np.float64)   # caption 1 (image 1) "beats" caption 0
+    strict = retrieval_metrics(sims, [0, 1], ties="strict")
+    expected = retrieval_metrics(sims, [0, 1])
+    assert strict["i2t_r1"] == 50.0                 # image 0: its caption ties a wrong one -> a strict miss
+    assert expected["i2t_r1"] == pytest.approx(100 * (0.5 + 1) / 2)
+
+
+def test_chance_metrics_by_hypergeometric_formula():
+    from math import comb
+
+    for n, c in ((10, 2), (3, 2), (40, 5)):
+        got = chance_metrics(n, c)
+        total = n * c
+        for k in KS:
+            p_miss = comb(total - c, k) / comb(total, k) if k <= total else 0.0   # K past the gallery: a hit
+            assert got[f"i2t_r{k}"] == pytest.approx(100 * (1 - p_miss), abs=1e-9)
+            assert got[f"t2i_r{k}"] == pytest.approx(100 * min(k / n, 1.0), abs=1e-12)
+        recalls = [got[k] for k in KEYS[:6]]
+        assert got["rsum"] == pytest.approx(sum(recalls)) and got["mr"] == pytest.approx(sum(recalls) / 6)
+    assert chance_metrics(40) == chance_metrics(40, 5)      # five captions per image unless told
+    assert chance_metrics(40, 4.6) == chance_metrics(40, 5)  # a mean count is rounded
+
+
+def test_error_messages_name_the_fault():
+    with pytest.raises(ValueError, match=r"^caption_image holds an index outside \[0, n_images\)$"):
+        hits(np.zeros((2, 3)), [0, 1, 2])
+    with pytest.raises(ValueError, match=r"^images without captions \(first: \[1, 2, 3, 4, 5\]\); every image"):
+        hits(np.zeros((8, 1)), [0])          # images 1..7 have none: the first five are named

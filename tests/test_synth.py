@@ -141,6 +141,18 @@ def test_explicit_split_sizes_depend_on_seed():
     assert a != b and a == synth._assign(1000, 7, n_val=300, n_test=100)[1]
 
 
+@pytest.mark.parametrize("sizes", [{}, {"n_val": 30, "n_test": 40}])
+def test_scene_and_split_assignment_depend_on_seed(sizes):
+    """Another seed draws other scenes and other splits for the same image indices (with and without split sizes);
+    the same seed draws the same."""
+    s7, sp7, num7 = synth._assign(200, 7, **sizes)
+    s8, sp8, num8 = synth._assign(200, 8, **sizes)
+    assert sum(a != b for a, b in zip(s7, s8)) > 100          # balanced scenes in another order
+    assert sum(a != b for a, b in zip(sp7, sp8)) > 10          # other images held out
+    assert num7 != num8
+    assert (s7, sp7, num7) == synth._assign(200, 7, **sizes)
+
+
 # _assign(n, seed) of the generator before split sizes existed: sha256 of json [scenes, splits, sorted numeric]
 OLD_ASSIGN = {(200, 7): "069dd9b4d7f00d24", (1000, 0): "ea46f158195c0f52", (2000, 3): "bd016c6bec9e358b"}
 

@@ -1,0 +1,169 @@
+"""The protocol of ``train.train``, checked by what it does rather than by how a training run happened to go:
+which split is encoded when, which epoch is selected (validation Rsum values are fed in, ties included), which
+weights the single test evaluation sees, and which prior rows and captions each optimisation step receives.
+
+The data are a hand-made :class:`~osdpm_lib.train.Bundle` (random distinct images, two captions per image, a random
+prior row per training image), so every image and prior row can be told apart."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from osdpm_lib.evaluate import Encoded
+import torch
+
+from osdpm_lib import lexicon
+from osdpm_lib import train as train_mod
+from osdpm_lib.cache import Normalizer, SplitTensors
+from osdpm_lib.data import ImageRecord
+from osdpm_lib.models import preprocess_config, tokenizer_for
+from osdpm_lib.train import Bundle, TrainConfig, train
+
+N_TRAIN, N_VAL, N_TEST, BATCH = 24, 6, 6, 8     # 3 steps per epoch
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """The runs below use one torch thread (``threads=1``, a process-wide setting): restored afterwards."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def _split(name: str, n: int, size: int, tok, gen: torch.Generator) -> SplitTensors:
+    records = [ImageRecord(f"{name}_{i}.jpg", name, (f"{name} image {i} .", f"a photo of {name} {i} ."))
+               for i in range(n)]
+    captions = [c for r in records for c in r.captions]
+    caption_image = torch.tensor([i for i, r in enumerate(records) for _ in r.captions])
+    images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=gen)
+    return SplitTensors(records, images, tok(captions), caption_image, captions)
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_clip):
+    tok = tokenizer_for("osdpm-tiny-vit")
+    pre = preprocess_config(tiny_clip)
+    gen = torch.Generator().manual_seed(0)
+    splits = [_split(s, n, pre["image_size"], tok, gen) for s, n in (("train", N_TRAIN), ("val", N_VAL),
+                                                                      ("test", N_TEST))]
+    prior = torch.rand(N_TRAIN, len(lexicon.CATEGORY_NAMES), generator=gen)   # every row different
+    return Bundle(*splits, Normalizer(pre["mean"], pre["std"]), prior)
+
+
+def config(variant: str = "clip", epochs: int = 2, **kw) -> TrainConfig:
+    return TrainConfig(variant=variant, epochs=epochs, batch_size=BATCH, lr=1e-3, module_lr=1e-3, warmup_frac=0.0,
+                       augment=False, progress=False, stage_embeddings=False, threads=1, **kw)
+
+
+class FakeEncoded(Encoded):
+    """Stands in for an encoded split: ``metrics`` returns the Rsum it was given (``save`` is Encoded's)."""
+
+    def __init__(self, rsum: float, n_images: int, n_captions: int):
+        self.rsum = rsum
+        self.images = np.zeros((n_images, 4), np.float32)
+        self.texts = np.zeros((n_captions, 4), np.float32)
+        self.caption_image = np.zeros(n_captions, np.int64)
+
+    def metrics(self, ties: str = "expected") -> dict:
+        return {"rsum": self.rsum, "mr": self.rsum / 6}
+
+
+TEST_RSUM = 123.0
+
+
+@pytest.fixture
+def scripted_encoder(monkeypatch):
+    """Replaces ``train.encode_split``: records (split name, model state) of every call and answers validation
+    calls with the next of the given Rsum values (test calls with ``TEST_RSUM``)."""
+    calls = []
+
+    def install(val_rsums):
+        it = iter(val_rsums)
+
+        def fake(model, split, normalizer, cfg, device, amp):
+            names = {r.split for r in split.records}
+            assert len(names) == 1
+            name = names.pop()
+            calls.append((name, {k: v.detach().clone() for k, v in model.state_dict().items()}))
+            rsum = next(it) if name == "val" else TEST_RSUM
+            return FakeEncoded(rsum, len(split.records), len(split.captions))
+
+        monkeypatch.setattr(train_mod, "encode_split", fake)
+        return calls
+
+    return install
+
+
+def _same_state(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("val_rsums, best_epoch", [
+    ([10.0, 30.0, 50.0, 50.0, 20.0], 2),     # a tie between epochs 2 and 3: the first is kept
+    ([40.0, 40.0, 10.0], 0),                 # the starting weights tie with epoch 1: epoch 0 is kept
+])
+def test_selection_uses_validation_every_epoch_and_first_maximum(bundle, tmp_path, scripted_encoder, val_rsums,
+                                                                  best_epoch):
+    calls = scripted_encoder(val_rsums)
+    epochs = len(val_rsums) - 1
+    res = train(config(epochs=epochs), tmp_path, tmp_path / "run", bundle=bundle)
+    # validation after every epoch (and before the first), then test exactly once, after training
+    assert [name for name, _ in calls] == ["val"] * (epochs + 1) + ["test"]
+    assert res["best_epoch"] == best_epoch
+    assert res["best_val_rsum"] == max(val_rsums)
+    assert res["test"]["rsum"] == TEST_RSUM
+    # the test split is encoded with the selected epoch's weights
+    states = [state for _, state in calls]
+    assert _same_state(states[-1], states[best_epoch])
+    others = [e for e in range(epochs + 1) if val_rsums[e] != max(val_rsums) or e > best_epoch]
+    assert others and not any(_same_state(states[-1], states[e]) for e in others)
+    hist = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert len(hist) == epochs + 2 and "test" not in hist[0]
+
+
+class RecordingStepper(train_mod.Stepper):
+    """The real optimisation step, recording what each call receives."""
+    seen: list = []
+
+    def __call__(self, images_u8, tokens, prior, gen):
+        RecordingStepper.seen.append((images_u8.clone(), tokens.clone(), None if prior is None else prior.clone()))
+        return super().__call__(images_u8, tokens, prior, gen)
+
+
+def _rows(batch: torch.Tensor, table: torch.Tensor) -> list[int]:
+    """Index in ``table`` of each row of ``batch`` (rows of ``table`` are distinct)."""
+    flat, ref = batch.flatten(1), table.flatten(1)
+    out = []
+    for row in flat:
+        hits = torch.nonzero((ref == row).all(dim=1)).flatten().tolist()
+        assert len(hits) == 1, "a batch row that is not exactly one table row"
+        out.append(hits[0])
+    return out
+
+
+def test_step_receives_each_images_own_prior_rows_and_captions(bundle, tmp_path, monkeypatch):
+    RecordingStepper.seen = []
+    monkeypatch.setattr(train_mod, "Stepper", RecordingStepper)
+    epochs = 2
+    train(config("osdpm", epochs=epochs), tmp_path, tmp_path / "run", bundle=bundle)
+    seen = RecordingStepper.seen
+    assert len(seen) == epochs * (N_TRAIN // BATCH)
+    tr = bundle.train
+    per_epoch = N_TRAIN // BATCH
+    for e in range(epochs):      # every training image once per epoch
+        idx = [i for imgs, _, _ in seen[e * per_epoch:(e + 1) * per_epoch] for i in _rows(imgs, tr.images)]
+        assert sorted(idx) == list(range(N_TRAIN))
+    for images, tokens, prior in seen:
+        idx = _rows(images, tr.images)
+        assert prior is not None and torch.equal(prior.cpu(), bundle.prior[idx])
+        for b, i in enumerate(idx):   # the caption of each row is one of that image's captions
+            own = tr.tokens[tr.caption_image == i]
+            assert (own == tokens[b]).all(dim=1).any()
+
+
+def test_step_receives_no_prior_without_osfcm(bundle, tmp_path, monkeypatch):
+    RecordingStepper.seen = []
+    monkeypatch.setattr(train_mod, "Stepper", RecordingStepper)
+    train(config("clip", epochs=1), tmp_path, tmp_path / "run", bundle=dataclasses.replace(bundle, prior=None))
+    assert RecordingStepper.seen and all(p is None for _, _, p in RecordingStepper.seen)

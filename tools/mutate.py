@@ -1,0 +1,132 @@
+"""Mutation testing of the modules that carry the book's promises (``make mutate``; docs/MUTATION.md).
+
+Each target is one module of ``osdpm_lib`` with the fast, targeted pytest selection that guards it.  For each,
+this script lays out a work folder ``build/mutate/<target>/`` (a copy of ``osdpm_lib/`` and ``tests/`` and a
+``pyproject.toml`` whose ``[tool.mutmut]`` section names that module and those tests), runs ``mutmut run`` there
+(mutmut 3: mutants are switched on one at a time inside the copy, and each mutant runs only the selected tests
+that reach the mutated function) and prints the score and the surviving mutants.
+
+    python tools/mutate.py                     # every target, in the order below
+    python tools/mutate.py metrics stats       # some targets
+    python tools/mutate.py --show train        # survivors of a finished run, with their diffs
+
+mutmut is a development tool, not a dependency of the library: ``requirements-dev.txt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "build" / "mutate"
+
+# target -> (module, pytest selection, mutant-name globs (None: every function of the module))
+TARGETS: dict[str, tuple[str, list[str], list[str] | None]] = {
+    "metrics": ("osdpm_lib/metrics.py", ["tests/test_metrics.py", "tests/test_stats.py"], None),
+    "stats": ("osdpm_lib/stats.py", ["tests/test_stats.py"], None),
+    "losses": ("osdpm_lib/losses.py", ["tests/test_losses.py", "tests/test_models.py", "-k", "loss"], None),
+    "models": ("osdpm_lib/models.py", ["tests/test_dapn.py", "tests/test_models.py", "-k", "not checkpoint"], None),
+    # The selection and step code of train.py (the run-folder bookkeeping and resume are guarded by
+    # test_resume.py, too slow for this loop).
+    "train": ("osdpm_lib/train.py", ["tests/test_selection.py", "tests/test_train.py", "-k", "selection or step or frozen"],
+              ["osdpm_lib.train.x_train__mutmut_*", "osdpm_lib.train.xǁStepperǁ*", "osdpm_lib.train.x_param_groups*",
+               "osdpm_lib.train.x_cosine_with_warmup*"]),
+}
+
+STATUS = re.compile(r"^\s*(\S+): (\S.*)$")
+
+
+def _layout(target: str) -> Path:
+    module, tests, _ = TARGETS[target]
+    work = WORK / target
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / "osdpm_lib", work / "osdpm_lib", ignore=ignore)
+    shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    pyproject += ("\n[tool.mutmut]\n"
+                  f"source_paths = [\"osdpm_lib\"]\n"
+                  f"only_mutate = [{json.dumps(module)}]\n"
+                  f"pytest_add_cli_args_test_selection = {json.dumps(tests)}\n"
+                  "pytest_add_cli_args = [\"-q\", \"-x\", \"-p\", \"no:randomly\"]\n")
+    (work / "pyproject.toml").write_text(pyproject)
+    return work
+
+
+def _mutmut(work: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = os.environ | {"PYTHONPATH": "", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    cmd = [sys.executable, "-m", "mutmut", *args]
+    return subprocess.run(cmd, cwd=work, env=env, check=check, text=True, capture_output=args[0] != "run")
+
+
+def statuses(work: Path) -> dict[str, str]:
+    """mutant name -> mutmut status (killed, survived, no tests, timeout, ...) of the run in ``work``."""
+    out = _mutmut(work, "results", "--all", "true").stdout
+    return {m.group(1): m.group(2).strip() for line in out.splitlines() if (m := STATUS.match(line))}
+
+
+def score(status: dict[str, str]) -> dict:
+    """Counts per status and the share of mutants killed (timeouts and segfaults count as killed)."""
+    counts: dict[str, int] = {}
+    for s in status.values():
+        counts[s] = counts.get(s, 0) + 1
+    dead = sum(counts.get(s, 0) for s in ("killed", "timeout", "segfault", "caught by type check"))
+    tested = sum(v for k, v in counts.items() if k not in ("not checked", "skipped"))
+    return {"counts": counts, "killed": dead, "tested": tested,
+            "score": round(100.0 * dead / tested, 1) if tested else float("nan")}
+
+
+def run(target: str, max_children: int) -> dict:
+    work = _layout(target)
+    globs = TARGETS[target][2] or []
+    t0 = time.time()
+    _mutmut(work, "run", "--max-children", str(max_children), *globs, check=False)
+    st = statuses(work)
+    if globs:   # mutmut lists every mutant of the module; keep those of the selected functions
+        pats = [re.compile(re.escape(g).replace(r"\*", ".*") + "$") for g in globs]
+        st = {k: v for k, v in st.items() if any(p.match(k) for p in pats)}
+    result = {"target": target, "module": TARGETS[target][0], "tests": TARGETS[target][1],
+              "wall_s": round(time.time() - t0), **score(st),
+              "survivors": sorted(k for k, v in st.items() if v not in ("killed", "timeout", "segfault"))}
+    (work / "summary.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def show(target: str) -> None:
+    work = WORK / target
+    summary = json.loads((work / "summary.json").read_text())
+    print(json.dumps({k: v for k, v in summary.items() if k != "survivors"}))
+    for name in summary["survivors"]:
+        print(_mutmut(work, "show", name).stdout)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("targets", nargs="*", help=f"some of {', '.join(TARGETS)} (default: all)")
+    ap.add_argument("--max-children", type=int, default=1, help="mutants tested at once (default 1)")
+    ap.add_argument("--show", action="store_true", help="print the survivors of finished runs with their diffs")
+    args = ap.parse_args(argv)
+    unknown = [t for t in args.targets if t not in TARGETS]
+    if unknown:
+        ap.error(f"unknown target(s) {unknown}; choose from {list(TARGETS)}")
+    for t in args.targets or TARGETS:
+        if args.show:
+            show(t)
+            continue
+        r = run(t, args.max_children)
+        print(f"{t}: {r['score']}% killed ({r['killed']}/{r['tested']}) in {r['wall_s']} s; "
+              f"{len(r['survivors'])} left: {', '.join(r['survivors']) or '-'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
