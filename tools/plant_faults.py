@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # name -> (file, original text, faulty text, pytest arguments of the tests that must fail)
 FAULTS = {
     "epochs_selected_on_test": (
-        "osdpm_lib/train.py", "val = encode_split(model, bundle.val,", "val = encode_split(model, bundle.test,",
+        "osdpm_lib/train.py", "val_enc = encode_split(model, bundle.val,", "val_enc = encode_split(model, bundle.test,",
         ["tests/test_selection.py", "-k", "selection"]),
     "last_of_tied_best_epochs": (
         "osdpm_lib/train.py", 'if val["rsum"] > best["rsum"]:', 'if val["rsum"] >= best["rsum"]:',
@@ -37,8 +37,8 @@ FAULTS = {
         "osdpm_lib/models.py", "desc = (x * a_s).sum(dim=(2, 3))", "desc = x.mean(dim=(2, 3))",
         ["tests/test_dapn.py"]),
     "reverse_kl_with_clamped_prior": (
-        "osdpm_lib/losses.py", "kl = (torch.xlogy(p, p) - p * log_q).sum()",
-        "kl = (log_q.exp() * (log_q - torch.log(p.clamp_min(1e-6))) * keep).sum()",
+        "osdpm_lib/losses.py", "kl = (torch.xlogy(p, p) - p * log_q).sum(dim=1)",
+        "kl = (log_q.exp() * (log_q - torch.log(p.clamp_min(1e-6)))).sum(dim=1) * keep",
         ["tests/test_losses.py"]),
     "generator_ignores_seed": (
         "osdpm_lib/synth/__init__.py", "rng = _rng(seed, 0x5EED)\n", "rng = _rng(0, 0x5EED)\n",
