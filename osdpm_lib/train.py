@@ -240,7 +240,8 @@ class Stepper:
                  gen: torch.Generator) -> dict[str, torch.Tensor]:
         imgs = images_u8
         if self.cfg.augment:
-            imgs = augment(imgs, gen, self.rank, self.world).contiguous()  # contiguous: one compiled graph for every rotation
+            # contiguous: one compiled graph for every rotation
+            imgs = augment(imgs, gen, self.rank, self.world).contiguous()
         imgs = self.normalizer(imgs.to(self.device, non_blocking=True))
         if self.cfg.channels_last:
             imgs = imgs.contiguous(memory_format=torch.channels_last)

@@ -37,7 +37,8 @@ def data_dir(tmp_path_factory):
 def two_processes(data_dir, tmp_path_factory):
     """The command line under torchrun's standalone mode, 2 CPU processes (gloo)."""
     runs = tmp_path_factory.mktemp("runs_world2")
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     if sys.platform == "linux":
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")       # loopback: no dependence on how the host name resolves
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
@@ -136,3 +137,16 @@ def test_another_configuration_in_a_run_folder_is_refused(one_process, data_dir,
     assert train_cli.main([*ARGS, "--set", "lr=0.5", "--dataset", str(data_dir), "--run-dir", str(one_process)]) == 2
     assert "holds a run of another configuration" in capsys.readouterr().err
     assert (one_process / "test_metrics.json").read_text() == before
+
+
+def test_a_checkpoint_file_is_one_identity_however_its_path_is_spelled(tmp_path, monkeypatch):
+    """The runner passes a local checkpoint relative to the results folder, a user gives it as they like."""
+    ckpt = tmp_path / "ckpt" / "RemoteCLIP-ViT-B-32.pt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"")
+    (tmp_path / "results").mkdir()
+    monkeypatch.chdir(tmp_path / "results")
+    def key(pretrained):
+        return profiles.train_config("finetune", "clip", 0, model="ViT-B-32", pretrained=pretrained).key()
+
+    assert key("../ckpt/RemoteCLIP-ViT-B-32.pt") == key(str(ckpt)) != key("openai")
