@@ -119,9 +119,13 @@ class Normalizer(torch.nn.Module):
         return (x.float() - self.mean.to(x.device)) / self.std.to(x.device)
 
 
-def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Aerial-image augmentation on a uint8 batch: random horizontal flip and 90-degree rotation."""
-    flip = torch.rand(x.shape[0], generator=generator) < 0.5
+def augment(x: torch.Tensor, generator: torch.Generator, rank: int = 0, world: int = 1) -> torch.Tensor:
+    """Aerial-image augmentation on a uint8 batch: random horizontal flip and 90-degree rotation.
+
+    With ``world`` > 1, ``x`` is share ``rank`` of a global batch of ``world * len(x)`` images: the draws are the
+    global batch's, so an image is augmented the same way whatever the number of processes."""
+    n = x.shape[0]
+    flip = (torch.rand(n * world, generator=generator) < 0.5)[rank * n:(rank + 1) * n]
     x = torch.where(flip[:, None, None, None].to(x.device), x.flip(-1), x)
     k = int(torch.randint(0, 4, (1,), generator=generator))
     return torch.rot90(x, k, dims=(-2, -1))

@@ -15,6 +15,9 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]     # the project: data/<chain>, runs/<chain>, results/<chain>
 
 # keys of a profile that are not TrainConfig fields: the embedded benchmark's size and the seeds
 DATA_KEYS = frozenset({"n_images", "n_val", "n_test", "image_size", "seeds"})
@@ -89,6 +92,18 @@ def data_sizes(name: str) -> dict:
     ``n_test`` where set)."""
     p = get(name)
     return {k: p[k] for k in sorted(DATA_KEYS - {"seeds"}) if k in p}
+
+
+def chain_name(profile: str, name: str | None = None) -> str:
+    """The name of a chain (its ``data/``, ``runs/`` and ``results/`` folders): ``name``, else ``embedded`` for the
+    default profile and the profile's name for the others."""
+    return name or ("embedded" if profile == "default" else profile)
+
+
+def chain_folders(name: str, dataset: str = "embedded", runs_root=ROOT / "runs") -> tuple[Path, Path]:
+    """``(data folder, runs folder)`` of the chain ``name``: the embedded benchmark lives in ``data/<name>``, a real
+    data set where ``dataset`` points; the runs in ``<runs_root>/<name>``."""
+    return (ROOT / "data" / name if dataset == "embedded" else Path(dataset)), Path(runs_root) / name
 
 
 def run_name(variant: str, seed: int) -> str:

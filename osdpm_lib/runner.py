@@ -28,7 +28,9 @@ import yaml
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import default
 
-ROOT = Path(__file__).resolve().parents[1]
+from . import profiles
+
+ROOT = profiles.ROOT
 NOTEBOOKS_DIR = ROOT / "notebooks"
 
 
@@ -55,9 +57,9 @@ def chain_parameters(name: str, profile: str, dataset: str = "embedded", results
     """The results folder of a chain and the parameters (relative to that folder) every notebook gets."""
     out = Path(results_root) / name
     rel = lambda p: os.path.relpath(Path(p).resolve(), out.resolve())  # noqa: E731
-    data_dir = ROOT / "data" / name if dataset == "embedded" else Path(dataset)
+    data_dir, runs_dir = profiles.chain_folders(name, dataset, runs_root)
     params = {"dataset": dataset, "profile": profile, "data_dir": rel(data_dir), "out_dir": ".",
-              "runs_dir": rel(Path(runs_root) / name), "rsicd_dir": rel(ROOT.parent / "shared" / "data" / "rsicd")}
+              "runs_dir": rel(runs_dir), "rsicd_dir": rel(ROOT.parent / "shared" / "data" / "rsicd")}
     for key in ("pretrained",):          # a local checkpoint path: relative to the results folder too
         if extra.get(key) and Path(extra[key]).exists():
             extra[key] = rel(extra[key])
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             s = dict(s)
             run_chain(s.pop("name"), s.pop("profile", args.profile), s.pop("dataset", args.dataset), args.only, **s)
     else:
-        name = args.name or ("embedded" if args.profile == "default" else args.profile)
+        name = profiles.chain_name(args.profile, args.name)
         extra = {k: v for k, v in (("model", args.model), ("pretrained", args.pretrained)) if v}
         run_chain(name, args.profile, args.dataset, args.only, **extra)
     print(f"book finished in {time.perf_counter() - t0:.0f} s", file=sys.stderr)

@@ -11,8 +11,11 @@ comparisons on either split); while it runs, ``last.pt`` (everything needed to
 resume exactly).  Every file is written atomically; a folder belongs to one configuration and data set
 (``config_key``, ``data_key``) and is never silently overwritten.
 
-Runs under ``torchrun`` too: each rank takes its slice of every global batch, DDP averages gradients
-and the contrastive loss is computed over features gathered from all ranks.
+Runs under ``torchrun`` too (``python -m osdpm_lib.train``: :mod:`osdpm_lib.train_cli`): each rank takes its
+slice of every global batch, DDP averages gradients and the contrastive loss is computed over features gathered
+from all ranks.  The random draws (data order, caption picks, augmentation) are those of the global batch, so a
+run's numbers depend on ``batch_size`` (the global batch), not on the number of processes; ``config.json``
+records ``world_size``, which is not part of the run's identity.
 """
 
 from __future__ import annotations
@@ -100,6 +103,8 @@ class TrainConfig:
         fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in _NOT_IN_KEY}
         if self.variant == "osdpm":  # its OSFCM target: the lexicon's categories and terms (a new one retrains)
             fields["lexicon"] = lexicon.CATEGORIES
+        if self.pretrained and Path(self.pretrained).is_file():   # a checkpoint file: the same however it is spelled
+            fields["pretrained"] = str(Path(self.pretrained).resolve())
         blob = json.dumps(fields, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
@@ -251,6 +256,7 @@ class Stepper:
     def __init__(self, model: OSDPM, cfg: TrainConfig, normalizer, device, amp, total_steps: int,
                  rank: int = 0, world: int = 1):
         self.model, self.cfg, self.normalizer, self.device, self.amp = model, cfg, normalizer, device, amp
+        self.rank, self.world = rank, world
         self.loss_fn = OSDPMLoss(cfg.lambda_osfcm if cfg.variant == "osdpm" else 0.0, rank, world, cfg.osfcm_ambiguity)
         self.warmup_steps = int(cfg.osfcm_warmup_frac * total_steps)
         self.optim = torch.optim.AdamW(param_groups(model, cfg), betas=(0.9, 0.98), eps=1e-6, fused=True)
@@ -272,7 +278,8 @@ class Stepper:
                  gen: torch.Generator) -> dict[str, torch.Tensor]:
         imgs = images_u8
         if self.cfg.augment:
-            imgs = augment(imgs, gen).contiguous()  # contiguous: one compiled graph for every rotation
+            # contiguous: one compiled graph for every rotation
+            imgs = augment(imgs, gen, self.rank, self.world).contiguous()
         imgs = self.normalizer(imgs.to(self.device, non_blocking=True))
         if self.cfg.channels_last:
             imgs = imgs.contiguous(memory_format=torch.channels_last)
@@ -369,14 +376,21 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
     device, amp = resolve_device(cfg)
     model, tokenizer, pre = build_model(cfg)
     if bundle is None:
+        if rank > 0:
+            dist.barrier()      # rank 0 builds the image and prior caches first; the others read them
         bundle = load_bundle(data_dir, tokenizer, pre, cfg.variant == "osdpm", cfg.prior_threshold, ann=ann,
                              prior_target=cfg.osfcm_target)
+        if rank == 0 and world > 1:
+            dist.barrier()
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     normalizer = bundle.normalizer.to(device)
     n_train = len(bundle.train.records)
     global_bs = min(cfg.batch_size, n_train)
+    if global_bs % world:
+        raise ValueError(f"batch_size {global_bs} (the global batch) is not divisible by the {world} processes; "
+                         "choose a batch size that is a multiple of the number of processes")
     steps_per_epoch = n_train // global_bs
     step_fn = Stepper(model, cfg, normalizer, device, amp, steps_per_epoch * cfg.epochs, rank, world)
     caps_order, caps_start, caps_count = bundle.train.caption_index()
@@ -394,7 +408,7 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
         run_dir.mkdir(parents=True, exist_ok=True)
         if rank == 0:
             checkpoints.write_text(run_dir / "config.json", json.dumps(
-                dataclasses.asdict(cfg) | {"data_dir": str(data_dir)} | identity, indent=2))
+                dataclasses.asdict(cfg) | {"data_dir": str(data_dir), "world_size": world} | identity, indent=2))
         stages = {}
         encode_stage(stages, "start")
         history, best, epoch0, step0, perm, sums = [], {"rsum": -1.0, "epoch": -1}, 1, 0, None, None
@@ -422,6 +436,7 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
     def validate(epoch: int, train_time: float, steps: int, sums) -> None:
         """Score validation after ``epoch`` (0: the starting weights); keep the first best as ``best.pt``."""
         nonlocal best
+        sums = _mean_over_ranks(sums, device, world)
         val_enc = encode_split(model, bundle.val, normalizer, cfg, device, amp)
         val = val_enc.metrics(cfg.ties)
         row = {"epoch": epoch, "lr": step_fn.sched.get_last_lr()[0] if epoch else 0.0, "train_s": round(train_time, 3),
@@ -442,6 +457,7 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
     if resume is None:      # epoch 0: the starting weights are a candidate too (an untrained run is zero-shot)
         validate(0, 0.0, 0, None)
     local_bs = global_bs // world
+    part = slice(rank * local_bs, (rank + 1) * local_bs)     # this rank's share of every global batch
     for epoch in range(epoch0, cfg.epochs + 1):
         model.train()
         if perm is None:
@@ -453,8 +469,9 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
         bar = tqdm(range(step0, steps_per_epoch), desc=f"{cfg.variant} s{cfg.seed} epoch {epoch}/{cfg.epochs}",
                    disable=not cfg.progress or rank != 0, leave=False, initial=step0, total=steps_per_epoch)
         for step in bar:
-            idx = perm[step * global_bs:(step + 1) * global_bs][rank * local_bs:(rank + 1) * local_bs]
-            pick = (torch.rand(len(idx), generator=gen) * caps_count[idx]).long()   # one caption per image
+            batch = perm[step * global_bs:(step + 1) * global_bs]
+            idx = batch[part]
+            pick = (torch.rand(len(batch), generator=gen)[part] * caps_count[idx]).long()   # one caption per image
             cap = caps_order[caps_start[idx] + pick]
             losses = step_fn(bundle.train.images[idx], bundle.train.tokens[cap],
                              prior[idx.to(device)] if prior is not None else None, gen)
@@ -462,6 +479,7 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
                 if k in losses:
                     sums[k] += losses[k]   # on the device: no host sync per step
             if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps_per_epoch:
+                sums = _mean_over_ranks(sums, device, world)     # the checkpoint holds the global sums
                 checkpoint(epoch, step + 1, perm, sums)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -488,6 +506,15 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
     return result
 
 
+def _mean_over_ranks(sums: dict | None, device, world: int) -> dict | None:
+    """The loss sums averaged over the ranks (what one process on the global batch sums); as it is for one."""
+    if sums is None or world == 1:
+        return sums
+    t = torch.tensor([float(sums[k]) for k in LOSS_KEYS], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return dict(zip(LOSS_KEYS, (t / world).tolist()))
+
+
 def _write_history(path: Path, history: list[dict]) -> None:
     """Per-epoch metrics, rewritten (atomically) after every epoch: a long run can be watched."""
     with checkpoints.atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
@@ -509,3 +536,9 @@ def load_trained(run_dir, device="cpu") -> tuple[OSDPM, object, dict, TrainConfi
     model, tokenizer, pre = build_model(cfg)
     checkpoints.load_into(model, state["model"], path, _model_label(cfg))
     return model.to(device).eval(), tokenizer, pre, cfg
+
+
+if __name__ == "__main__":      # python -m osdpm_lib.train, also under torchrun: osdpm_lib/train_cli.py
+    from osdpm_lib.train_cli import main
+
+    raise SystemExit(main())
