@@ -120,7 +120,7 @@ def test_frozen_backbone_trains_only_projections_and_modules():
     assert any(k.startswith("dapn.") for k in changed) and any(k.startswith("osfcm.") for k in changed)
 
 
-@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()`")   # the schedule is stepped alone here
+@pytest.mark.filterwarnings("ignore:Detected call of")   # the schedule is stepped alone here
 def test_method_config_plumbing():
     """DAPN's config dataclass and OSFCM's options reach the model, the loss and the warm-up; config.json round-trips."""
     import dataclasses
