@@ -207,3 +207,47 @@ def test_end_to_end_protocol(tmp_path):
     again = run.run_baselines(data_dir.parent, tmp_path / "runs", "ci", systems=["VSE++"], data=data,
                               log=lambda *_: None)
     assert again.loc[0, "rsum"] == df.loc[0, "rsum"]
+
+
+def _fake_runs():
+    rows = []
+    for method, seed, base in (("VSE++", 0, 1.0), ("VSE++", 1, 3.0), ("GaLR", 0, 2.0)):
+        rows.append({"method": method, "seed": seed, "replaced": f"common; {method} part",
+                     **{k: base for k in metrics.KEYS[:6]}, "rsum": 6 * base, "mr": base})
+    import pandas as pd
+    return pd.DataFrame(rows)
+
+
+def test_baseline_rows_join_tables_1_and_2():
+    import pandas as pd
+    from osdpm_lib import tables
+
+    means = tables.baseline_means(_fake_runs())
+    assert list(means["method"]) == ["VSE++", "GaLR"] and list(means["n_seeds"]) == [2, 1]
+    assert means.loc[0, "rsum"] == pytest.approx(12.0) and means.loc[0, "rsum_std"] == pytest.approx(np.std([6, 18], ddof=1))
+    measured = pd.DataFrame([{"method": "OSDPM (this book)", **{k: 5.0 for k in metrics.KEYS[:6]}}])
+    t1 = tables.comparison_table("RSICD", measured, "embedded")
+    once = tables.add_baselines(t1, means, "embedded")
+    twice = tables.add_baselines(once, means, "embedded")            # repeatable: rows replaced, not duplicated
+    pd.testing.assert_frame_equal(once, twice)
+    new = once.iloc[len(t1):]
+    assert list(new["method"]) == ["VSE++ (measured here)", "GaLR (measured here)"]
+    assert (new["measured_here"] == "yes").all() and (new["evaluated_on"] == "embedded test (measured here)").all()
+    assert list(new["differs_from_original"]) == ["common; VSE++ part", "common; GaLR part"]
+    assert (once.iloc[:len(t1)]["differs_from_original"] == "").all()
+    # the reported VSE++ row stays beside the measured one
+    assert ((once["method"] == "VSE++") & (once["measured_here"] == "no")).sum() == 1
+
+
+def test_notebook_08_is_in_the_chain_with_the_common_parameters(tmp_path):
+    import jupytext
+    import papermill as pm
+
+    from osdpm_lib import runner
+
+    src = [p for p in runner.notebooks() if p.stem == "08_baselines"]
+    assert src, "notebooks/08_baselines.py is not picked up by the runner"
+    declared = pm.inspect_notebook(runner._write_tmp(jupytext.read(src[0]), tmp_path / "08.ipynb"))
+    assert {"dataset", "profile", "data_dir", "out_dir", "runs_dir"} <= set(declared)
+    for name in profiles.PROFILES:          # every chain profile has baseline sizes: the chain never stops at 08
+        assert profiles.baseline_profile(name)["systems"]
