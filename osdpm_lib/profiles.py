@@ -102,10 +102,12 @@ def run_name(variant: str, seed: int) -> str:
 # (real data sets) uses ImageNet weights at 224 px and fine-tunes the backbone.
 BASELINE_SYSTEMS = ["VSE++", "SCAN_t2i", "SCAN_i2t", "AMFMN-soft", "AMFMN-fusion", "AMFMN-sim", "GaLR"]
 BASELINE_PROFILES: dict[str, dict] = {
-    "default": {"systems": ["VSE++", "SCAN_t2i", "AMFMN-soft", "GaLR"], "seeds": [0], "epochs": 6},
+    "default": {"systems": ["VSE++", "SCAN_t2i", "AMFMN-soft", "GaLR"], "seeds": [0], "epochs": 4, "batch_size": 128,
+                "dim": 128, "word_dim": 64},
     "ci": {"systems": ["VSE++", "SCAN_t2i", "AMFMN-soft", "GaLR"], "seeds": [0], "epochs": 2, "dim": 64,
            "word_dim": 32},
-    "scratch": {"systems": ["VSE++", "SCAN_t2i", "AMFMN-soft", "GaLR"], "seeds": [0], "epochs": 6},
+    "scratch": {"systems": ["VSE++", "SCAN_t2i", "AMFMN-soft", "GaLR"], "seeds": [0], "epochs": 4, "batch_size": 128,
+                "dim": 128, "word_dim": 64},
     "full": {"systems": BASELINE_SYSTEMS, "seeds": [0, 1, 2], "epochs": 12},
     "finetune": {"systems": BASELINE_SYSTEMS, "seeds": [0, 1, 2], "epochs": 20, "weights": "IMAGENET1K_V1",
                  "image_size": 224, "finetune_backbone": True, "lr": 2e-4, "batch_size": 128},

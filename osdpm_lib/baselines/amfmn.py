@@ -56,6 +56,7 @@ class MVSA(nn.Module):
 
 class AMFMN(Baseline):
     pairwise = True
+    word_fields = (0, 1)
 
     def __init__(self, channels: int, vocab_size: int, dim: int = 256, word_dim: int = 128, low_channels: int = 0,
                  grid: int = 4, low_grid: int = 8, guidance: str = "soft", **_):

@@ -113,14 +113,9 @@ class TextEncoder(nn.Module):
         return out, mask, h.mean(0)
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    m = mask.unsqueeze(-1).to(x.dtype)
-    return (x * m).sum(-2) / m.sum(-2).clamp(min=1.0)
-
-
 def cells(grid: torch.Tensor) -> torch.Tensor:
     """``[B, C, H, W]`` -> ``[B, H*W, C]``: the grid cells as regions."""
     return grid.flatten(2).transpose(1, 2)
 
 
-__all__ = ["GridBackbone", "TextEncoder", "Vocab", "cells", "grid_stage", "l2norm", "masked_mean"]
+__all__ = ["GridBackbone", "TextEncoder", "Vocab", "cells", "grid_stage", "l2norm"]

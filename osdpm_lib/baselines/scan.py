@@ -61,6 +61,7 @@ def scan_scores(regions: torch.Tensor, words: torch.Tensor, mask: torch.Tensor, 
 
 class SCAN(Baseline):
     pairwise = True
+    word_fields = (0, 1)
 
     def __init__(self, channels: int, vocab_size: int, dim: int = 256, word_dim: int = 128,
                  direction: str = "t2i", **_):

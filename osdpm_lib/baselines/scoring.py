@@ -24,6 +24,7 @@ class Baseline(nn.Module):
 
     pairwise = False
     margin = 0.2
+    word_fields: tuple[int, ...] = ()    # text tensors indexed by word ([bt, L, ...]); the last is the word mask
 
     def encode_image(self, low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, ...]:
         raise NotImplementedError
@@ -75,10 +76,17 @@ def score_matrix(model: Baseline, img: tuple, txt: tuple, budget_bytes: int = 8 
     n_img, n_txt = len(img[0]), len(txt[0])
     bi, bt = block_sizes(n_img, n_txt, model.pair_bytes(img, txt), budget_bytes)
     out = np.empty((n_img, n_txt), dtype=np.float32)
-    for i in range(0, n_img, bi):
-        ib = _take(img, slice(i, i + bi))
-        for t in range(0, n_txt, bt):
-            out[i:i + bi, t:t + bt] = model.score(ib, _take(txt, slice(t, t + bt))).float().cpu().numpy()
+    # word-level systems: captions in order of length, each block cut to its longest caption
+    fields = model.word_fields
+    order = torch.argsort(txt[fields[-1]].sum(1), stable=True) if fields else torch.arange(n_txt)
+    for t in range(0, n_txt, bt):
+        cols = order[t:t + bt]
+        tb = tuple(x[cols] for x in txt)
+        if fields:
+            width = max(1, int(tb[fields[-1]].sum(1).max()))
+            tb = tuple(x[:, :width] if k in fields else x for k, x in enumerate(tb))
+        for i in range(0, n_img, bi):
+            out[i:i + bi, cols.numpy()] = model.score(_take(img, slice(i, i + bi)), tb).float().cpu().numpy()
     return out
 
 

@@ -7,7 +7,6 @@ trained from scratch."""
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from .encoders import TextEncoder, cells, l2norm
