@@ -37,7 +37,7 @@ from pathlib import Path
 import pandas as pd
 
 from osdpm_lib import profiles, tables
-from osdpm_lib.baselines import OPEN, SYSTEMS
+from osdpm_lib.baselines import COMMON, OPEN, SYSTEMS
 from osdpm_lib.baselines.run import run_baselines
 
 measured_on = tables.dataset_label(dataset)
@@ -69,8 +69,8 @@ for name in ("table1_rsicd", "table2_rsitmd"):
     path = Path(out_dir) / "tables" / f"{name}.csv"
     if path.exists():
         tables.write(tables.add_baselines(pd.read_csv(path), means, measured_on), out_dir, name, latex=True)
-print("Replaced in every system:", runs["replaced"].iloc[0].split("; ")[0])
-pd.DataFrame({"method": means["method"], "replaced": [r.split("; ", 1)[1] for r in means["replaced"]]})
+print("Replaced in every system:", COMMON)
+pd.DataFrame({"method": list(SYSTEMS), "also replaced": [s.replaced for s in SYSTEMS.values()]})
 
 # %% [markdown]
 # ## Caveat
