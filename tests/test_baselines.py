@@ -191,7 +191,7 @@ def test_profiles_and_open_systems():
 def test_end_to_end_protocol(tmp_path):
     from osdpm_lib.baselines import run
 
-    data_dir = synth.generate(tmp_path / "emb", n_images=60, seed=0, image_size=64)
+    data_dir = synth.generate(tmp_path / "emb", n_images=60, seed=0, image_size=64, n_val=12, n_test=12)
     data = run.prepare(data_dir.parent, 64)
     df = run.run_baselines(data_dir.parent, tmp_path / "runs", "ci", systems=["VSE++", "GaLR"], data=data,
                            log=lambda *_: None)
