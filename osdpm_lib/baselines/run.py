@@ -178,7 +178,7 @@ def train_system(cfg: BaselineConfig, data: Data, run_dir, features: dict | None
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.grad_clip)
             optim.step()
-            total += float(loss)
+            total += float(loss.detach())
         t_train += time.perf_counter() - t0
         backbone.eval()
         val, _ = evaluate(model, visual_of("val"), b.val, cfg)
