@@ -109,3 +109,43 @@ def chain_folders(name: str, dataset: str = "embedded", runs_root=ROOT / "runs")
 def run_name(variant: str, seed: int) -> str:
     """Folder name of one run inside a chain's runs folder."""
     return f"{variant.replace('+', '_')}_s{seed}"
+
+
+# ------------------------------------------------------------------------------------------ baselines
+# Sizes of notebook 08 (the paper's comparison systems, osdpm_lib.baselines): the systems and seeds a chain's profile
+# runs, and any osdpm_lib.baselines.run.BaselineConfig field.  The keys follow the chain profiles above; `finetune`
+# (real data sets) uses ImageNet weights at 224 px and fine-tunes the backbone.
+BASELINE_SYSTEMS = ["VSE++", "SCAN_t2i", "SCAN_i2t", "AMFMN-soft", "AMFMN-fusion", "AMFMN-sim", "GaLR"]
+BASELINE_PROFILES: dict[str, dict] = {
+    "default": {"systems": ["VSE++", "SCAN_t2i", "AMFMN-soft", "GaLR"], "seeds": [0], "epochs": 4, "batch_size": 128,
+                "dim": 128, "word_dim": 64},
+    "ci": {"systems": ["VSE++", "SCAN_t2i", "AMFMN-soft", "GaLR"], "seeds": [0], "epochs": 2, "dim": 64,
+           "word_dim": 32},
+    "scratch": {"systems": ["VSE++", "SCAN_t2i", "AMFMN-soft", "GaLR"], "seeds": [0], "epochs": 4, "batch_size": 128,
+                "dim": 128, "word_dim": 64},
+    "full": {"systems": BASELINE_SYSTEMS, "seeds": [0, 1, 2], "epochs": 12},
+    "finetune": {"systems": BASELINE_SYSTEMS, "seeds": [0, 1, 2], "epochs": 20, "weights": "IMAGENET1K_V1",
+                 "image_size": 224, "finetune_backbone": True, "lr": 2e-4, "batch_size": 128},
+}
+
+
+def baseline_profile(name: str) -> dict:
+    try:
+        return dict(BASELINE_PROFILES[name])
+    except KeyError:
+        raise KeyError(f"unknown baseline profile {name!r}; choose one of {sorted(BASELINE_PROFILES)}") from None
+
+
+def baseline_config(name: str, system: str, seed: int = 0, **overrides):
+    """The ``BaselineConfig`` of a baseline profile for one system and seed (``overrides`` that are not None win);
+    an unknown profile key raises ``KeyError``."""
+    from .baselines.run import BaselineConfig
+
+    fields = {f.name for f in dataclasses.fields(BaselineConfig)}
+    p = baseline_profile(name)
+    unknown = sorted(set(p) - fields - {"systems", "seeds"})
+    if unknown:
+        raise KeyError(f"baseline profile {name!r}: unknown keys {unknown}")
+    kw = {k: v for k, v in p.items() if k in fields} | {"system": system, "seed": seed}
+    kw.update({k: v for k, v in overrides.items() if v is not None})
+    return BaselineConfig(**kw)

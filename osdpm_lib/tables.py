@@ -223,3 +223,40 @@ def protocol_note(n_test_images: int, seeds: dict[str, int], ties: str = "expect
     boot = f"; paired bootstrap: {n_boot} replicates over test images, nested over seeds, 95% percentile CI" \
         if n_boot else ""
     return f"Tie rule: {ties} ({TIE_RULES[ties]}). Test images: {n_test_images}. Seeds per row: {per_row}{boot}."
+
+
+# ------------------------------------------------------------------------------- measured baselines
+BASELINE_SUFFIX = " (measured here)"
+
+
+def baseline_means(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per baseline system from one row per (system, seed) (``osdpm_lib.baselines.run.run_baselines``):
+    the mean of every metric key over seeds, ``rsum_std`` (ddof=1; NaN for one seed), ``n_seeds`` and
+    ``replaced`` (what the implementation replaces of the original)."""
+    g = runs.groupby("method", sort=False)
+    out = g[list(KEYS)].mean().reset_index()
+    out["rsum_std"] = g["rsum"].std(ddof=1).to_numpy()
+    out["n_seeds"] = g.size().to_numpy()
+    out["replaced"] = g["replaced"].first().to_numpy()
+    return out
+
+
+def add_baselines(table: pd.DataFrame, baselines: pd.DataFrame, measured_on: str) -> pd.DataFrame:
+    """Table 1 or 2 (:func:`comparison_table` output, or its CSV read back) with the measured baseline rows
+    (:func:`baseline_means` output) appended as ``"<method> (measured here)"``, marked ``measured_here`` "yes",
+    ``evaluated_on`` the measured split and ``differs_from_original`` (what replaced what the original used).
+    Baseline rows already in ``table`` are replaced, so the call can be repeated."""
+    t = table[~table["method"].astype(str).str.endswith(BASELINE_SUFFIX)].copy()
+    if "differs_from_original" not in t.columns:
+        t["differs_from_original"] = ""
+    b = pd.DataFrame({"method": [f"{m}{BASELINE_SUFFIX}" for m in baselines["method"]]})
+    for k in KEYS:
+        b[k] = baselines[k].to_numpy()
+    if "rsum_std" in t.columns and "rsum_std" in baselines.columns:
+        b["rsum_std"] = baselines["rsum_std"].to_numpy()
+    b["extra_pretraining_data"] = "none"
+    b["measured_here"] = "yes"
+    b["evaluated_on"] = f"{measured_on} test (measured here)"
+    b["source"] = [f"this book (osdpm_lib.baselines; mean of {n} seed{'s' * (n > 1)})" for n in baselines["n_seeds"]]
+    b["differs_from_original"] = baselines["replaced"].to_numpy()
+    return pd.concat([t, b], ignore_index=True)[list(t.columns)]

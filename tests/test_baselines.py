@@ -1,0 +1,253 @@
+"""Tests of the comparison systems (osdpm_lib.baselines): shapes, learning on a tiny set, batched = unbatched score
+matrices within a memory budget, SCAN's closed form against the explicit attention, GaLR's re-ranking at the level
+of the metrics, and one end-to-end run under the book's protocol."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from osdpm_lib import metrics, profiles, synth
+from osdpm_lib.baselines import OPEN, SYSTEMS, rerank, rerank_metrics, score_matrix, triplet_loss
+from osdpm_lib.baselines.encoders import PAD, UNK, GridBackbone, Vocab, grid_stage
+from osdpm_lib.baselines.scan import scan_scores
+from osdpm_lib.baselines.scoring import GiB, block_sizes
+
+DIMS = dict(channels=16, low_channels=8, grid=4, low_grid=8, vocab_size=30, dim=16, word_dim=8)
+NAMES = sorted(SYSTEMS)
+
+
+def _features(n: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 8, 8, 8, generator=g), torch.randn(n, 16, 4, 4, generator=g)
+
+
+def _tokens(n: int, seed: int = 0, width: int = 7):
+    g = torch.Generator().manual_seed(seed)
+    tok = torch.randint(2, 30, (n, width), generator=g)
+    lengths = torch.randint(1, width + 1, (n,), generator=g)
+    tok[torch.arange(width)[None] >= lengths[:, None]] = PAD
+    return tok
+
+
+def _model(name: str, seed: int = 0):
+    torch.manual_seed(seed)
+    return SYSTEMS[name].factory(**DIMS)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_output_shapes(name):
+    model = _model(name).eval()
+    img = model.encode_image(*_features(5))
+    txt = model.encode_text(_tokens(9))
+    assert all(x.shape[0] == 5 for x in img) and all(x.shape[0] == 9 for x in txt)
+    s = model.score(img, txt)
+    assert s.shape == (5, 9) and torch.isfinite(s).all()
+    assert s.abs().max() <= 1.0 + 1e-5          # every system scores cosines (or means / LSE-normalised ones)
+    assert model.pair_bytes(img, txt) > 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_loss_decreases_on_tiny_set(name):
+    model = _model(name).train()
+    low, high = _features(8, seed=1)
+    tok = _tokens(8, seed=1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(40):
+        loss = model.loss(model.score(model.encode_image(low, high), model.encode_text(tok)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[0] > 0 and np.mean(losses[-5:]) < 0.5 * losses[0], losses[::8]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_batched_scores_equal_unbatched(name, monkeypatch):
+    model = _model(name).eval()
+    with torch.no_grad():
+        img, txt = model.encode_image(*_features(7)), model.encode_text(_tokens(11))
+        full = model.score(img, txt).numpy()
+    budget = 3 * model.pair_bytes(img, txt)        # at most 3 pairs per block: many small blocks
+    seen = []
+    inner = model.score
+    monkeypatch.setattr(model, "score", lambda i, t: (seen.append(len(i[0]) * len(t[0])), inner(i, t))[1])
+    blocked = score_matrix(model, img, txt, budget_bytes=budget)
+    np.testing.assert_allclose(blocked, full, rtol=1e-5, atol=1e-6)
+    assert max(seen) <= 3 and sum(seen) == 7 * 11
+
+
+def test_block_sizes_fit_the_budget_at_rsicd_size():
+    # RSICD's test split: 1,093 images x 5,465 captions; SCAN's blocks at 224 px (7x7 regions, 32 words)
+    model = _model("SCAN_t2i")
+    img = (torch.zeros(1, 49, 16),)
+    txt = (torch.zeros(1, 32, 16), torch.ones(1, 32, dtype=torch.bool))
+    per_pair = model.pair_bytes(img, txt)
+    bi, bt = block_sizes(1093, 5465, per_pair, 8 * GiB)
+    assert bi * bt * per_pair <= 8 * GiB
+    assert bi * bt >= 10_000                     # and still large blocks (not pair by pair)
+    assert block_sizes(3, 4, 10**12, 1) == (1, 1)   # never below one pair
+
+
+def _scan_explicit(regions, words, mask, direction):
+    """SCAN's func_attention + cosine per pair, with the weighted contexts materialised."""
+    out = torch.zeros(len(regions), len(words))
+    for i, v in enumerate(regions):
+        for t, (w, m) in enumerate(zip(words, mask)):
+            w = w[m]                                          # real words [L', d]
+            if direction == "t2i":                            # query words, context regions
+                attn = F.leaky_relu(v @ w.T, 0.1)             # [R, L']
+                attn = attn / (attn.norm(dim=1, keepdim=True) + 1e-8)
+                a = torch.softmax(9.0 * attn.T, dim=1)        # [L', R]
+                ctx = a @ v
+                cos = F.cosine_similarity(w, ctx, dim=1)
+                out[i, t] = torch.logsumexp(6.0 * cos, 0) / 6.0
+            else:                                             # query regions, context words
+                attn = F.leaky_relu(w @ v.T, 0.1)             # [L', R]
+                attn = attn / (attn.norm(dim=1, keepdim=True) + 1e-8)
+                a = torch.softmax(4.0 * attn.T, dim=1)        # [R, L']
+                ctx = a @ w
+                out[i, t] = F.cosine_similarity(v, ctx, dim=1).mean()
+    return out
+
+
+@pytest.mark.parametrize("direction", ["t2i", "i2t"])
+def test_scan_closed_form_matches_explicit_attention(direction):
+    g = torch.Generator().manual_seed(3)
+    regions = F.normalize(torch.randn(4, 6, 8, generator=g), dim=-1)
+    words = F.normalize(torch.randn(5, 7, 8, generator=g), dim=-1)
+    mask = torch.arange(7)[None] < torch.tensor([7, 3, 1, 5, 6])[:, None]
+    words = words * mask[..., None]
+    got = scan_scores(regions, words, mask, direction)
+    np.testing.assert_allclose(got.numpy(), _scan_explicit(regions, words, mask, direction).numpy(), atol=1e-5)
+
+
+def test_triplet_loss_max_violation():
+    s = torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.5, 0.6], [0.0, 0.1, 0.7]])
+    # image rows: hardest wrong caption 0.8 (0.2+0.8-0.9=0.1), 0.6 (0.3), 0.1 (0); caption columns: 0.2 (0),
+    # 0.8 (0.5), 0.6 (0.1)
+    assert float(triplet_loss(s, 0.2)) == pytest.approx(0.1 + 0.3 + 0.0 + 0.0 + 0.5 + 0.1)
+    s[1, 0] = 0.45      # a second violating caption for image 1: the sum counts it, the hardest negative does not
+    assert float(triplet_loss(s, 0.2, max_violation=False)) == pytest.approx(float(triplet_loss(s, 0.2)) + 0.15)
+
+
+def test_rerank_fixes_a_wrong_top1_at_the_level_of_the_metrics():
+    # image 0's captions are 0 and 1, image 1's are 2 and 3.  Caption 2 scores highest for image 0, but image 1
+    # scores caption 2 higher still, so image 0 ranks only second when caption 2 queries back; caption 0 ranks
+    # image 0 first.  Re-ranking image 0's list by the reverse ranks puts caption 0 on top.
+    sims = np.array([[0.50, 0.10, 0.60, 0.00],
+                     [0.40, 0.00, 0.90, 0.80]], dtype=np.float32)
+    cap_img = np.array([0, 0, 1, 1])
+    plain = metrics.retrieval_metrics(sims, cap_img)
+    assert plain["i2t_r1"] == 50.0
+    s_i2t, s_t2i = rerank(sims, k=2)
+    assert np.argmax(s_i2t[0]) in (0, 1) and np.argmax(s_i2t[1]) in (2, 3)   # caption 2 no longer first for image 0
+    after = rerank_metrics(sims, cap_img, k=2)
+    assert after["i2t_r1"] == 100.0
+    assert after["rsum"] == pytest.approx(sum(after[k] for k in metrics.KEYS[:6]))
+    # the caption side comes from the transposed re-ranking
+    t2i = metrics.retrieval_metrics(s_t2i, cap_img)
+    assert after["t2i_r1"] == t2i["t2i_r1"]
+
+
+def test_rerank_zeroes_candidates_outside_top_k():
+    rng = np.random.default_rng(0)
+    sims = rng.random((6, 30)).astype(np.float32)
+    s_i2t, s_t2i = rerank(sims, k=10)
+    assert ((s_i2t > 0).sum(1) == 10).all()           # each image keeps its top 10 captions
+    assert ((s_t2i > 0).sum(0) == 6).all()            # k is capped at the number of images
+    top = np.argsort(-sims, axis=1)[:, :10]
+    assert all(set(np.flatnonzero(s_i2t[i])) == set(top[i]) for i in range(6))
+
+
+def test_vocab_and_grid_stage():
+    v = Vocab(["A dense residential area.", "two planes"], max_len=4)
+    tok = v(["planes near a dense forest area , many", "??"])
+    assert tok.shape == (2, 4)
+    assert tok[0, 3] == v.index["dense"] and tok[0, 1] == UNK and tok[1, 0] == UNK and tok[1, 1] == PAD
+    assert v.name_or_path != Vocab(["other words"]).name_or_path
+    assert grid_stage(64) == "layer3" and grid_stage(224) == "layer4"
+    with pytest.raises(ValueError, match="grid"):
+        grid_stage(16)
+    bb = GridBackbone("resnet18", 64)
+    low, high = bb(torch.zeros(2, 3, 64, 64))
+    assert high.shape == (2, 256, 4, 4) and low.shape == (2, 128, 8, 8) and bb.grid == 4 and bb.low_grid == 8
+
+
+def test_profiles_and_open_systems():
+    for name in profiles.BASELINE_PROFILES:
+        for system in profiles.baseline_profile(name)["systems"]:
+            assert profiles.baseline_config(name, system).system in SYSTEMS
+    assert not set(OPEN) & set(SYSTEMS)
+    with pytest.raises(ValueError, match="unknown system"):
+        profiles.baseline_config("ci", "CAMP-bce")
+
+
+def test_end_to_end_protocol(tmp_path):
+    from osdpm_lib.baselines import run
+
+    data_dir = synth.generate(tmp_path / "emb", n_images=60, seed=0, image_size=64, n_val=12, n_test=12)
+    data = run.prepare(data_dir.parent, 64)
+    df = run.run_baselines(data_dir.parent, tmp_path / "runs", "ci", systems=["VSE++", "GaLR"], data=data,
+                           log=lambda *_: None)
+    assert list(df["method"]) == ["VSE++", "GaLR", "GaLR (no re-ranking)"]
+    for r in df.to_dict("records"):
+        assert 0 <= r["mr"] <= 100 and r["rsum"] == pytest.approx(6 * r["mr"])
+    saved = json.loads((tmp_path / "runs" / "baselines" / "vse_s0" / "result.json").read_text())
+    hist = saved["history"]
+    # the selected epoch is the first of the best validation Rsum, and the test row is the saved one
+    assert saved["best_epoch"] == 1 + int(np.argmax([h["val_rsum"] for h in hist]))
+    assert saved["test"]["rsum"] == pytest.approx(df.loc[0, "rsum"])
+    # a second call reuses the finished runs
+    again = run.run_baselines(data_dir.parent, tmp_path / "runs", "ci", systems=["VSE++"], data=data,
+                              log=lambda *_: None)
+    assert again.loc[0, "rsum"] == df.loc[0, "rsum"]
+
+
+def _fake_runs():
+    rows = []
+    for method, seed, base in (("VSE++", 0, 1.0), ("VSE++", 1, 3.0), ("GaLR", 0, 2.0)):
+        rows.append({"method": method, "seed": seed, "replaced": f"common; {method} part",
+                     **{k: base for k in metrics.KEYS[:6]}, "rsum": 6 * base, "mr": base})
+    import pandas as pd
+    return pd.DataFrame(rows)
+
+
+def test_baseline_rows_join_tables_1_and_2():
+    import pandas as pd
+    from osdpm_lib import tables
+
+    means = tables.baseline_means(_fake_runs())
+    assert list(means["method"]) == ["VSE++", "GaLR"] and list(means["n_seeds"]) == [2, 1]
+    assert means.loc[0, "rsum"] == pytest.approx(12.0) and means.loc[0, "rsum_std"] == pytest.approx(np.std([6, 18], ddof=1))
+    measured = pd.DataFrame([{"method": "OSDPM (this book)", **{k: 5.0 for k in metrics.KEYS[:6]}}])
+    t1 = tables.comparison_table("RSICD", measured, "embedded")
+    once = tables.add_baselines(t1, means, "embedded")
+    twice = tables.add_baselines(once, means, "embedded")            # repeatable: rows replaced, not duplicated
+    pd.testing.assert_frame_equal(once, twice)
+    new = once.iloc[len(t1):]
+    assert list(new["method"]) == ["VSE++ (measured here)", "GaLR (measured here)"]
+    assert (new["measured_here"] == "yes").all() and (new["evaluated_on"] == "embedded test (measured here)").all()
+    assert list(new["differs_from_original"]) == ["common; VSE++ part", "common; GaLR part"]
+    assert (once.iloc[:len(t1)]["differs_from_original"] == "").all()
+    # the reported VSE++ row stays beside the measured one
+    assert ((once["method"] == "VSE++") & (once["measured_here"] == "no")).sum() == 1
+
+
+def test_notebook_08_is_in_the_chain_with_the_common_parameters(tmp_path):
+    import jupytext
+    import papermill as pm
+
+    from osdpm_lib import runner
+
+    src = [p for p in runner.notebooks() if p.stem == "08_baselines"]
+    assert src, "notebooks/08_baselines.py is not picked up by the runner"
+    declared = pm.inspect_notebook(runner._write_tmp(jupytext.read(src[0]), tmp_path / "08.ipynb"))
+    assert {"dataset", "profile", "data_dir", "out_dir", "runs_dir"} <= set(declared)
+    for name in profiles.PROFILES:          # every chain profile has baseline sizes: the chain never stops at 08
+        assert profiles.baseline_profile(name)["systems"]
