@@ -245,7 +245,8 @@ def test_notebook_08_is_in_the_chain_with_the_common_parameters(tmp_path):
 
     from osdpm_lib import runner
 
-    src = [p for p in runner.notebooks() if p.stem == "08_baselines"]
+    assert "08_baselines" not in [p.stem for p in runner.notebooks()]     # on request only, for now
+    src = [p for p in runner.notebooks(["08"]) if p.stem == "08_baselines"]
     assert src, "notebooks/08_baselines.py is not picked up by the runner"
     declared = pm.inspect_notebook(runner._write_tmp(jupytext.read(src[0]), tmp_path / "08.ipynb"))
     assert {"dataset", "profile", "data_dir", "out_dir", "runs_dir"} <= set(declared)
