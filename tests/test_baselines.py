@@ -239,7 +239,7 @@ def test_baseline_rows_join_tables_1_and_2():
     assert ((once["method"] == "VSE++") & (once["measured_here"] == "no")).sum() == 1
 
 
-def test_notebook_08_is_in_the_chain_with_the_common_parameters(tmp_path):
+def test_notebook_08_runs_on_request_with_the_common_parameters(tmp_path):
     import jupytext
     import papermill as pm
 
