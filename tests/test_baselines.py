@@ -173,7 +173,7 @@ def test_vocab_and_grid_stage():
     assert v.name_or_path != Vocab(["other words"]).name_or_path
     assert grid_stage(64) == "layer3" and grid_stage(224) == "layer4"
     with pytest.raises(ValueError, match="grid"):
-        grid_stage(16)
+        grid_stage(8)     # 2x2 cells even after layer1
     bb = GridBackbone("resnet18", 64)
     low, high = bb(torch.zeros(2, 3, 64, 64))
     assert high.shape == (2, 256, 4, 4) and low.shape == (2, 128, 8, 8) and bb.grid == 4 and bb.low_grid == 8
