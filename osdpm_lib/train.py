@@ -33,8 +33,8 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from . import checkpoints, lexicon
-from .cache import Normalizer, SplitTensors, augment
-from .data import load as load_annotations
+from .cache import Normalizer, SplitTensors, augment, recipe_augment
+from .data import Annotations, load as load_annotations, merge_val, with_val_split
 from .evaluate import Encoded, encode_images, encode_texts
 from .losses import OSDPMLoss
 from .priors import cached_image_priors
@@ -45,7 +45,12 @@ LOSS_KEYS = ("total", "contrastive", "osfcm")
 STAGE_IMAGES = 300      # embeddings.npz: the first test images, encoded at the start, middle and end of training
 
 # TrainConfig fields that change nothing in the numbers: not part of the run's identity.
-_NOT_IN_KEY = ("progress", "checkpoint_every", "stage_embeddings")
+_NOT_IN_KEY = ("progress", "checkpoint_every", "stage_embeddings", "retrain_full")
+# Fields added after runs were made: at these values they change nothing, and they stay out of the key, so that
+# a run folder made before they existed keeps its identity.
+_KEY_NEUTRAL = {"epoch_unit": "image", "crop_scale": None, "rand_augment": 0, "rand_augment_magnitude": 7,
+                "val_fraction": 0.0}
+EPOCH_UNITS = ("image", "caption")
 
 
 @dataclass
@@ -76,13 +81,31 @@ class TrainConfig:
     checkpoint_every: int = 0        # also write last.pt every N steps (0: at the end of each epoch only)
     stage_embeddings: bool = True    # write embeddings.npz (test images at the start, middle and end, for figures)
     extra: dict = field(default_factory=dict)
+    # the real-data recipe (README, "Runbook"); at their defaults a run is the same as before they existed
+    epoch_unit: str = "image"        # "image": an epoch draws one random caption per training image;
+                                     # "caption": an epoch goes over every training caption once (HarMA, open_clip)
+    crop_scale: tuple[float, float] | None = None   # RandomResizedCrop area range, e.g. (0.5, 1.0); None: no crop
+    rand_augment: int = 0            # ops per image of ALBEF/HarMA's RandomAugment (cache.rand_augment); 0: none
+    rand_augment_magnitude: int = 7  # its magnitude, 0-10
+    val_fraction: float = 0.0        # data without a val split: carve this share of train (seeded by `seed`)
+    retrain_full: bool = False       # then retrain on train+val for the selected number of epochs (run_dir/full/)
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown variant {self.variant!r}; choose one of {VARIANTS}")
+        if self.epoch_unit not in EPOCH_UNITS:
+            raise ValueError(f"unknown epoch_unit {self.epoch_unit!r}; choose one of {EPOCH_UNITS}")
+        if self.crop_scale is not None:
+            self.crop_scale = tuple(float(v) for v in self.crop_scale)   # a json list reads back as the same key
+            if not (len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1):
+                raise ValueError(f"crop_scale must be (low, high) with 0 < low <= high <= 1, got {self.crop_scale}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
     def key(self) -> str:
-        blob = json.dumps({k: v for k, v in dataclasses.asdict(self).items() if k not in _NOT_IN_KEY}, sort_keys=True)
+        blob = json.dumps({k: v for k, v in dataclasses.asdict(self).items()
+                           if k not in _NOT_IN_KEY and not (k in _KEY_NEUTRAL and v == _KEY_NEUTRAL[k])},
+                          sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
@@ -153,16 +176,18 @@ class Bundle:
 
 
 def load_bundle(data_dir, tokenizer, preprocess: dict, with_priors: bool, prior_threshold: float = 0.4,
-                image_dir=None, cache_dir=None, ann=None) -> Bundle:
-    """The split tensors and priors of the data set at ``data_dir`` (``ann``: its annotations, if read already)."""
+                image_dir=None, cache_dir=None, ann=None, need_val: bool = True) -> Bundle:
+    """The split tensors and priors of the data set at ``data_dir`` (``ann``: its annotations, if read already;
+    ``need_val=False``: an empty val split is allowed, as in the final retrain on train+val)."""
     data_dir = Path(data_dir)
     ann = ann if ann is not None else load_annotations(data_dir)
     image_dir = Path(image_dir) if image_dir else data_dir / "images"
     size = preprocess["image_size"]
     splits = {s: SplitTensors.build(ann.split(s), image_dir, size, tokenizer, cache_dir) for s in ("train", "val", "test")}
     for s, t in splits.items():
-        if len(t.records) == 0:
-            raise ValueError(f"{ann.source}: split {s!r} is empty")
+        if len(t.records) == 0 and not (s == "val" and not need_val):
+            hint = " (TrainConfig.val_fraction, e.g. 0.1, carves one from train)" if s == "val" else ""
+            raise ValueError(f"{ann.source}: split {s!r} is empty{hint}")
     prior = None
     if with_priors:
         pri = cached_image_priors(splits["train"].records, Path(cache_dir or data_dir / ".cache"), prior_threshold)
@@ -234,7 +259,9 @@ class Stepper:
         imgs = images_u8
         if self.cfg.augment:
             imgs = augment(imgs, gen).contiguous()  # contiguous: one compiled graph for every rotation
-        imgs = self.normalizer(imgs.to(self.device, non_blocking=True))
+        imgs = recipe_augment(imgs.to(self.device, non_blocking=True), gen, self.cfg.crop_scale,
+                              self.cfg.rand_augment, self.cfg.rand_augment_magnitude)   # by default: imgs itself
+        imgs = self.normalizer(imgs)
         if self.cfg.channels_last:
             imgs = imgs.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type=self.device.type, dtype=self.amp, enabled=self.amp is not None):
@@ -247,6 +274,23 @@ class Stepper:
         with torch.no_grad():
             self.model.clip.logit_scale.clamp_(0, math.log(100))
         return {k: v.detach() for k, v in losses.items()}
+
+
+def epoch_size(cfg: TrainConfig, split: SplitTensors) -> int:
+    """The pairs one epoch draws: one per training image (``epoch_unit="image"``, a random caption each) or one
+    per training caption (``"caption"``: every caption once, as HarMA's and open_clip's pair data sets do)."""
+    return len(split.captions) if cfg.epoch_unit == "caption" else len(split.records)
+
+
+def batch_pairs(cfg: TrainConfig, chosen: torch.Tensor, caption_index, caption_image: torch.Tensor,
+                gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image indices, caption indices) of one batch; ``chosen`` is its slice of the epoch's permutation (images or
+    captions, :func:`epoch_size`); ``caption_index`` is ``SplitTensors.caption_index()``."""
+    if cfg.epoch_unit == "caption":
+        return caption_image[chosen], chosen
+    order, start, count = caption_index
+    pick = (torch.rand(len(chosen), generator=gen) * count[chosen]).long()   # one caption per image
+    return chosen, order[start[chosen] + pick]
 
 
 class RunExistsError(RuntimeError):
@@ -307,13 +351,44 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
     (``reuse``), an interrupted one resumes from ``last.pt`` (written atomically at the end of every epoch and
     every ``cfg.checkpoint_every`` steps) and ends with the same numbers as an uninterrupted run; a folder holding
     another run raises :class:`RunExistsError` unless ``overwrite`` (which moves it aside, never deletes it).
+    With ``cfg.retrain_full`` the result also holds ``"retrain_full"``: :func:`retrain_full` at the selected epoch.
     """
+    result = _train(cfg, data_dir, run_dir, bundle, reuse, overwrite)
+    if cfg.retrain_full and result:
+        if bundle is not None:
+            raise ValueError("retrain_full reads the data set from data_dir; pass no bundle")
+        result = result | {"retrain_full": retrain_full(cfg, data_dir, run_dir, result["best_epoch"], reuse)}
+    return result
+
+
+FULL_DIR = "full"    # the final retrain on train+val, inside the selected run's folder
+
+
+def retrain_full(cfg: TrainConfig, data_dir, run_dir, epochs: int, reuse: bool = True) -> dict:
+    """Retrain ``cfg`` on train+val for ``epochs`` (the epoch selected on validation; its warm-up and cosine
+    schedule end there) into ``run_dir/full/``: no selection (``best.pt`` holds the weights after the last
+    epoch), the test split scored once (``full/test_metrics.json``).  What papers that train on every non-test
+    image report (AMFMN trains RSICD on its 9,828 train+val images); the selected run's files stay as they are."""
+    full_cfg = dataclasses.replace(cfg, epochs=epochs, retrain_full=False, stage_embeddings=False)
+    return _train(full_cfg, data_dir, Path(run_dir) / FULL_DIR, None, reuse, False, full=True)
+
+
+def run_annotations(cfg: TrainConfig, data_dir, full: bool = False) -> Annotations:
+    """The annotations a run sees: the data set's, with ``cfg.val_fraction`` of train carved out as val (seeded by
+    ``cfg.seed``; :func:`osdpm_lib.data.with_val_split`), and with val merged back into train when ``full``."""
+    ann = with_val_split(load_annotations(data_dir), cfg.val_fraction, cfg.seed)
+    return merge_val(ann) if full else ann
+
+
+def _train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None, reuse: bool, overwrite: bool,
+           full: bool = False) -> dict:
+    """:func:`train` without the final retrain; ``full``: train on train+val, no selection (:func:`retrain_full`)."""
     run_dir = Path(run_dir)
     rank, world = _rank_world()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if bundle is None:
-        ann = load_annotations(data_dir)
+        ann = run_annotations(cfg, data_dir, full)
         key = data_key([ann.split(s) for s in ("train", "val", "test")], Path(data_dir) / "images")
     else:
         key = data_key([bundle.train.records, bundle.val.records, bundle.test.records])
@@ -330,16 +405,17 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
     device, amp = resolve_device(cfg)
     model, tokenizer, pre = build_model(cfg)
     if bundle is None:
-        bundle = load_bundle(data_dir, tokenizer, pre, cfg.variant == "osdpm", cfg.prior_threshold, ann=ann)
+        bundle = load_bundle(data_dir, tokenizer, pre, cfg.variant == "osdpm", cfg.prior_threshold, ann=ann,
+                             need_val=not full)
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     normalizer = bundle.normalizer.to(device)
-    n_train = len(bundle.train.records)
+    n_train = epoch_size(cfg, bundle.train)     # what an epoch's permutation runs over: images or captions
     global_bs = min(cfg.batch_size, n_train)
     steps_per_epoch = n_train // global_bs
     step_fn = Stepper(model, cfg, normalizer, device, amp, steps_per_epoch * cfg.epochs, rank, world)
-    caps_order, caps_start, caps_count = bundle.train.caption_index()
+    caps_index = bundle.train.caption_index()
     gen = torch.Generator().manual_seed(cfg.seed)
     prior = bundle.prior.to(device) if bundle.prior is not None else None
 
@@ -354,7 +430,8 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
         run_dir.mkdir(parents=True, exist_ok=True)
         if rank == 0:
             checkpoints.write_text(run_dir / "config.json", json.dumps(
-                dataclasses.asdict(cfg) | {"data_dir": str(data_dir)} | identity, indent=2))
+                dataclasses.asdict(cfg) | {"data_dir": str(data_dir)} | identity | _split_record(cfg, bundle, full),
+                indent=2))
         stages = {}
         encode_stage(stages, "start")
         history, best, epoch0, step0, perm, sums = [], {"rsum": -1.0, "epoch": -1}, 1, 0, None, None
@@ -382,7 +459,7 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
     def validate(epoch: int, train_time: float, steps: int, sums) -> None:
         """Score validation after ``epoch`` (0: the starting weights); keep the first best as ``best.pt``."""
         nonlocal best
-        val = encode_split(model, bundle.val, normalizer, cfg, device, amp).metrics(cfg.ties)
+        val = encode_split(model, bundle.val, normalizer, cfg, device, amp).metrics(cfg.ties) if not full else {}
         row = {"epoch": epoch, "lr": step_fn.sched.get_last_lr()[0] if epoch else 0.0, "train_s": round(train_time, 3),
                "pairs_per_s": round(steps * global_bs / max(train_time, 1e-9), 1) if steps else 0.0}
         row |= {f"loss_{k}": float(sums[k]) / max(1, steps_per_epoch) if sums else float("nan") for k in LOSS_KEYS}
@@ -390,8 +467,8 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
         history.append(row)
         if rank == 0:
             _write_history(run_dir / "metrics.csv", history)
-        if val["rsum"] > best["rsum"]:     # strictly greater: the first of tied epochs is kept
-            best = {"rsum": val["rsum"], "epoch": epoch}
+        if (val["rsum"] > best["rsum"]) if val else (epoch == cfg.epochs):   # the first of tied epochs is kept
+            best = {"rsum": val.get("rsum"), "epoch": epoch}           # full: no val, the last epoch
             if rank == 0:
                 checkpoints.save({"model": model.state_dict(), "config": dataclasses.asdict(cfg), "epoch": epoch},
                                  run_dir / "best.pt")
@@ -408,9 +485,8 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
         bar = tqdm(range(step0, steps_per_epoch), desc=f"{cfg.variant} s{cfg.seed} epoch {epoch}/{cfg.epochs}",
                    disable=not cfg.progress or rank != 0, leave=False, initial=step0, total=steps_per_epoch)
         for step in bar:
-            idx = perm[step * global_bs:(step + 1) * global_bs][rank * local_bs:(rank + 1) * local_bs]
-            pick = (torch.rand(len(idx), generator=gen) * caps_count[idx]).long()   # one caption per image
-            cap = caps_order[caps_start[idx] + pick]
+            chosen = perm[step * global_bs:(step + 1) * global_bs][rank * local_bs:(rank + 1) * local_bs]
+            idx, cap = batch_pairs(cfg, chosen, caps_index, bundle.train.caption_image, gen)
             losses = step_fn(bundle.train.images[idx], bundle.train.tokens[cap],
                              prior[idx.to(device)] if prior is not None else None, gen)
             for k in sums:
@@ -442,6 +518,14 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
     checkpoints.write_text(done, json.dumps(result, indent=2))
     last.unlink(missing_ok=True)   # finished: best.pt and the results are what stays
     return result
+
+
+def _split_record(cfg: TrainConfig, bundle: Bundle, full: bool) -> dict:
+    """What ``config.json`` says about the splits beyond the data set's: the carved val images, the final retrain."""
+    rec = {"val_carved": [r.filename for r in bundle.val.records]} if cfg.val_fraction and not full else {}
+    if full:
+        rec["trained_on"] = "train+val (final retrain at the selected epoch; no selection)"
+    return rec
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
