@@ -353,11 +353,15 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
     another run raises :class:`RunExistsError` unless ``overwrite`` (which moves it aside, never deletes it).
     With ``cfg.retrain_full`` the result also holds ``"retrain_full"``: :func:`retrain_full` at the selected epoch.
     """
+    if cfg.retrain_full and bundle is not None:
+        raise ValueError("retrain_full reads the data set from data_dir; pass no bundle")
     result = _train(cfg, data_dir, run_dir, bundle, reuse, overwrite)
-    if cfg.retrain_full and result:
-        if bundle is not None:
-            raise ValueError("retrain_full reads the data set from data_dir; pass no bundle")
-        result = result | {"retrain_full": retrain_full(cfg, data_dir, run_dir, result["best_epoch"], reuse)}
+    if cfg.retrain_full:
+        best = [result.get("best_epoch")]        # under torchrun only rank 0 has the result; every rank retrains
+        if _rank_world()[1] > 1:
+            dist.broadcast_object_list(best, src=0)
+        full = retrain_full(cfg, data_dir, run_dir, best[0], reuse)
+        result = result | {"retrain_full": full} if result else result
     return result
 
 
