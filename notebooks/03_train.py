@@ -26,6 +26,8 @@ variant: str = "clip"
 seed: int = 0
 model: str = ""        # any open_clip model name, e.g. "ViT-B-32"; empty: the profile's (osdpm-tiny-vit)
 pretrained: str = ""   # open_clip tag (openai, ...), "synthpre" or a checkpoint path; empty: the profile's
+val_fraction: float = 0.0   # data without a val split: share of train carved out as val (0: the profile's)
+retrain_full: bool = False  # also retrain on train+val at the selected epoch (the run's full/ folder)
 
 # %%
 from pathlib import Path
@@ -36,10 +38,15 @@ import seaborn as sns
 from osdpm_lib import figures, profiles
 from osdpm_lib.train import train
 
-cfg = profiles.train_config(profile, variant, seed, model=model or None, pretrained=pretrained or None)
+cfg = profiles.train_config(profile, variant, seed, model=model or None, pretrained=pretrained or None,
+                            val_fraction=val_fraction or None, retrain_full=retrain_full or None)
 run_dir = Path(runs_dir) / profiles.run_name(variant, seed)
 result = train(cfg, data_dir, run_dir)
 print(f"selected epoch {result['best_epoch']} of {cfg.epochs} (validation Rsum {result['best_val_rsum']:.2f})")
+if "retrain_full" in result:      # the final retrain on train+val (run folder's full/), beside the selected run
+    full = result["retrain_full"]["test"]["rsum"]
+    print(f"retrained on train+val for {result['best_epoch']} epochs: test Rsum {full:.2f} "
+          f"(selected run, trained on train only: {result['test']['rsum']:.2f})")
 
 # %% [markdown]
 # ## Learning curve (validation only)

@@ -25,6 +25,8 @@ out_dir: str = "."
 runs_dir: str = "../../runs/embedded"
 model: str = ""          # empty: the profile's (osdpm-tiny-vit)
 pretrained: str = ""     # empty: the profile's (synthpre)
+val_fraction: float = 0.0   # data without a val split: share of train carved out as val (seeded per run seed)
+retrain_full: bool = False  # also retrain each run on train+val at its selected epoch (columns retrain_*)
 n_boot: int = 2000
 
 # %%
@@ -34,7 +36,8 @@ import seaborn as sns
 from osdpm_lib import ablation, figures, tables
 from osdpm_lib.metrics import TIE_RULES
 
-runs = ablation.run_all(profile, data_dir, runs_dir, model=model or None, pretrained=pretrained or None)
+runs = ablation.run_all(profile, data_dir, runs_dir, model=model or None, pretrained=pretrained or None,
+                        val_fraction=val_fraction or None, retrain_full=retrain_full or None)
 tables.write(runs, out_dir, "ablation_runs")
 runs[["variant", "seed", "best_epoch", "rsum", "mr"]].round(2)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -129,3 +130,97 @@ def augment(x: torch.Tensor, generator: torch.Generator, rank: int = 0, world: i
     x = torch.where(flip[:, None, None, None].to(x.device), x.flip(-1), x)
     k = int(torch.randint(0, 4, (1,), generator=generator))
     return torch.rot90(x, k, dims=(-2, -1))
+
+
+def random_resized_crop(x: torch.Tensor, generator: torch.Generator, scale=(0.5, 1.0),
+                        ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
+    """torchvision's ``RandomResizedCrop`` on a uint8 batch ``[N, 3, H, W]``, a box per image drawn from
+    ``generator``: area share uniform in ``scale``, aspect ratio log-uniform in ``ratio``, ten tries per image, else
+    the centre crop of the whole image clipped to ``ratio`` (torchvision's rule); each box is resized back to
+    ``H x W`` by bilinear sampling, all images in one call (``torchvision.ops.roi_align``)."""
+    from torchvision.ops import roi_align
+
+    n, _, h, w = x.shape
+    tries = 10
+    area = h * w * torch.empty(n, tries).uniform_(scale[0], scale[1], generator=generator)
+    aspect = torch.exp(torch.empty(n, tries).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator))
+    cw, ch = torch.sqrt(area * aspect).round(), torch.sqrt(area / aspect).round()
+    u = torch.rand(n, tries, 2, generator=generator)
+    ok = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
+    first = ok.float().argmax(1, keepdim=True)             # the first try that fits
+    cw, ch = cw.gather(1, first)[:, 0], ch.gather(1, first)[:, 0]
+    left = (u[..., 0].gather(1, first)[:, 0] * (w - cw + 1)).floor()
+    top = (u[..., 1].gather(1, first)[:, 0] * (h - ch + 1)).floor()
+    fw, fh = float(w), float(h)                            # no try fits: the centre crop, clipped to ``ratio``
+    if fw / fh < ratio[0]:
+        fh = round(fw / ratio[0])
+    elif fw / fh > ratio[1]:
+        fw = round(fh * ratio[1])
+    none = ~ok.any(1)
+    cw, ch = torch.where(none, fw, cw), torch.where(none, fh, ch)
+    left, top = torch.where(none, (w - fw) // 2, left), torch.where(none, (h - fh) // 2, top)
+    boxes = torch.stack([torch.arange(n, dtype=torch.float32), left, top, left + cw, top + ch], 1)
+    out = roi_align(x.float(), boxes.to(x.device), (h, w), spatial_scale=1.0, sampling_ratio=1, aligned=True)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+# ALBEF's RandomAugment op list as HarMA trains with it (RandomAugment(2, 7, augs=[...])): colour (autocontrast,
+# equalize, brightness, sharpness) and geometry (shear, translate, rotate; grey fill)
+RAND_AUGMENT_OPS = ("identity", "autocontrast", "equalize", "brightness", "sharpness", "shear_x", "shear_y",
+                    "translate_x", "translate_y", "rotate")
+_SIGNED = frozenset({"shear_x", "shear_y", "translate_x", "translate_y", "rotate"})
+
+
+def _rand_augment_op(x: torch.Tensor, name: str, magnitude: int, sign: float) -> torch.Tensor:
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    m = magnitude / 10
+    if name == "autocontrast":
+        return TF.autocontrast(x)
+    if name == "equalize":
+        return TF.equalize(x)
+    if name in ("brightness", "sharpness"):        # ALBEF: factor 0.1 + 1.8 m (1.36 at magnitude 7)
+        return (TF.adjust_brightness if name == "brightness" else TF.adjust_sharpness)(x, 0.1 + 1.8 * m)
+    shift = sign * m * 10 / 224 * x.shape[-1]      # ALBEF: 10 px at magnitude 10 on 224 px, scaled to the image
+    shear = sign * math.degrees(math.atan(0.3 * m))   # ALBEF: shear factor 0.3 m (about the centre here)
+    angle, translate, shears = {"shear_x": (0.0, [0.0, 0.0], [shear, 0.0]),
+                                "shear_y": (0.0, [0.0, 0.0], [0.0, shear]),
+                                "translate_x": (0.0, [shift, 0.0], [0.0, 0.0]),
+                                "translate_y": (0.0, [0.0, shift], [0.0, 0.0]),
+                                "rotate": (sign * 30 * m, [0.0, 0.0], [0.0, 0.0])}[name]
+    return TF.affine(x, angle=angle, translate=translate, scale=1.0, shear=shears,
+                     interpolation=InterpolationMode.BILINEAR, fill=128)
+
+
+def rand_augment(x: torch.Tensor, generator: torch.Generator, n_ops: int = 2, magnitude: int = 7) -> torch.Tensor:
+    """ALBEF's ``RandomAugment(n_ops, magnitude)`` with HarMA's op list (:data:`RAND_AUGMENT_OPS`) on a uint8 batch:
+    per image, ``n_ops`` times an op drawn uniformly, applied with probability 0.5, signed ops with a random sign;
+    every draw comes from ``generator``.  The images that drew the same op (and sign) are transformed together by
+    ``torchvision.transforms.v2.functional``."""
+    if not 0 <= magnitude <= 10:
+        raise ValueError(f"rand_augment magnitude must be in 0..10, got {magnitude}")
+    n = x.shape[0]
+    for _ in range(n_ops):
+        op = torch.randint(0, len(RAND_AUGMENT_OPS), (n,), generator=generator)
+        on = torch.rand(n, generator=generator) < 0.5
+        sign = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+        out = x.clone()
+        for k, name in enumerate(RAND_AUGMENT_OPS[1:], 1):
+            for s in (1.0, -1.0) if name in _SIGNED else (1.0,):
+                idx = ((op == k) & on & ((sign == s) if name in _SIGNED else True)).nonzero()[:, 0].to(x.device)
+                if len(idx):
+                    out[idx] = _rand_augment_op(x[idx], name, magnitude, s)
+        x = out
+    return x
+
+
+def recipe_augment(x: torch.Tensor, generator: torch.Generator, crop_scale=None, n_ops: int = 0,
+                   magnitude: int = 7) -> torch.Tensor:
+    """The optional augmentation of the real-data recipe after :func:`augment`: ``random_resized_crop`` (when
+    ``crop_scale``), then ``rand_augment`` (when ``n_ops``).  With neither, ``x`` itself and no random draw."""
+    if crop_scale is not None:
+        x = random_resized_crop(x, generator, crop_scale)
+    if n_ops:
+        x = rand_augment(x, generator, n_ops, magnitude)
+    return x

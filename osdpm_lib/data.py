@@ -49,6 +49,7 @@ bad image with its record and exits 2, or adds ``"image check"`` (images checked
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -119,6 +120,32 @@ class Annotations:
         captions = [c for r in records for c in r.captions]
         counts = np.array([len(r.captions) for r in records], dtype=np.int64)
         return captions, np.repeat(np.arange(len(records), dtype=np.int64), counts)
+
+
+def with_val_split(ann: Annotations, fraction: float, seed: int) -> Annotations:
+    """``ann`` with a validation split carved from train: ``round(fraction * n_train)`` (at least one) training
+    images, drawn by ``numpy.random.default_rng(seed)``, move to ``val``; the others keep their split and order.
+    ``fraction == 0``: ``ann`` itself.  Data with a val split of its own is refused (carving would change it)."""
+    if not fraction:
+        return ann
+    if not 0 < fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {fraction}")
+    if ann.split("val"):
+        raise ValueError(f"{ann.source}: has a val split of its own ({len(ann.split('val'))} images); "
+                         "carve none (val_fraction 0)")
+    train = [i for i, r in enumerate(ann.images) if r.split == "train"]
+    if len(train) < 2:
+        raise ValueError(f"{ann.source}: {len(train)} training image(s); too few to carve a val split from")
+    n_val = min(len(train) - 1, max(1, round(fraction * len(train))))
+    carved = {train[i] for i in np.random.default_rng(seed).permutation(len(train))[:n_val]}
+    return Annotations(ann.format, ann.source, [dataclasses.replace(r, split="val") if i in carved else r
+                                                for i, r in enumerate(ann.images)])
+
+
+def merge_val(ann: Annotations) -> Annotations:
+    """``ann`` with its val images counted as train (the final retrain on every non-test image)."""
+    return Annotations(ann.format, ann.source, [dataclasses.replace(r, split="train") if r.split == "val" else r
+                                                for r in ann.images])
 
 
 def scene_from_filename(name: str) -> str | None:

@@ -10,6 +10,8 @@ to it, so that the stored notebook re-executes unchanged (nbval) from where it l
     python -m osdpm_lib.runner --only 04_evaluate      # rerun some notebooks of a chain
     python -m osdpm_lib.runner --dataset data/rsicd --name rsicd_vitb32 --profile finetune \
         --model ViT-B-32 --pretrained openai           # a real data set, a pretrained backbone (GPU)
+    python -m osdpm_lib.runner --dataset data/rsitmd --name rsitmd_vitb32 --profile finetune \
+        --model ViT-B-32 --pretrained openai --val-fraction 0.1 --retrain-full   # no val split: carve one
 """
 
 from __future__ import annotations
@@ -115,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", help="open_clip model name, e.g. ViT-B-32 (default: the notebooks' osdpm-tiny-vit)")
     ap.add_argument("--pretrained", help="open_clip pretrained tag (openai, ...) or a local checkpoint "
                                          "(.pt/.safetensors: RemoteCLIP, GeoRSCLIP)")
+    ap.add_argument("--val-fraction", type=float, help="data without a val split: carve this share of train "
+                                                         "(seeded per run seed; TrainConfig.val_fraction)")
+    ap.add_argument("--retrain-full", action="store_true", help="after selection, retrain on train+val at the "
+                                                                 "selected epoch (each run's full/ folder)")
     ap.add_argument("--batch", type=Path, help="YAML list of parameter sets; each needs 'name', may set profile, dataset, "
                                                "model, pretrained, ...")
     args = ap.parse_args(argv)
@@ -128,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             run_chain(s.pop("name"), s.pop("profile", args.profile), s.pop("dataset", args.dataset), args.only, **s)
     else:
         name = profiles.chain_name(args.profile, args.name)
-        extra = {k: v for k, v in (("model", args.model), ("pretrained", args.pretrained)) if v}
+        extra = {k: v for k, v in (("model", args.model), ("pretrained", args.pretrained),
+                                   ("val_fraction", args.val_fraction), ("retrain_full", args.retrain_full)) if v}
         run_chain(name, args.profile, args.dataset, args.only, **extra)
     print(f"book finished in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return 0

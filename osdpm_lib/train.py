@@ -37,8 +37,8 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from . import checkpoints, lexicon
-from .cache import Normalizer, SplitTensors, augment
-from .data import load as load_annotations
+from .cache import Normalizer, SplitTensors, augment, recipe_augment
+from .data import Annotations, load as load_annotations, merge_val, with_val_split
 from .evaluate import Encoded, encode_images, encode_texts
 from .losses import AMBIGUITY_MODES, OSDPMLoss
 from .priors import TARGETS, cached_image_priors
@@ -51,7 +51,12 @@ RATIO_IMAGES = 256      # metrics.csv's dapn_ratio: mean ||DAPN delta|| / ||CLIP
 STAGE_IMAGES = 300      # embeddings.npz: the first test images, encoded at the start, middle and end of training
 
 # TrainConfig fields that change nothing in the numbers: not part of the run's identity.
-_NOT_IN_KEY = ("progress", "checkpoint_every", "stage_embeddings")
+_NOT_IN_KEY = ("progress", "checkpoint_every", "stage_embeddings", "retrain_full")
+# Fields added after runs were made: at these values they change nothing, and they stay out of the key, so that
+# a run folder made before they existed keeps its identity.
+_KEY_NEUTRAL = {"epoch_unit": "image", "crop_scale": None, "rand_augment": 0, "rand_augment_magnitude": 7,
+                "val_fraction": 0.0}
+EPOCH_UNITS = ("image", "caption")
 
 
 @dataclass
@@ -88,6 +93,14 @@ class TrainConfig:
     checkpoint_every: int = 0        # also write last.pt every N steps (0: at the end of each epoch only)
     stage_embeddings: bool = True    # write embeddings.npz (test images at the start, middle and end, for figures)
     extra: dict = field(default_factory=dict)
+    # the real-data recipe (README, "Runbook"); at their defaults a run is the same as before they existed
+    epoch_unit: str = "image"        # "image": an epoch draws one random caption per training image;
+                                     # "caption": an epoch goes over every training caption once (HarMA, open_clip)
+    crop_scale: tuple[float, float] | None = None   # RandomResizedCrop area range, e.g. (0.5, 1.0); None: no crop
+    rand_augment: int = 0            # ops per image of ALBEF/HarMA's RandomAugment (cache.rand_augment); 0: none
+    rand_augment_magnitude: int = 7  # its magnitude, 0-10
+    val_fraction: float = 0.0        # data without a val split: carve this share of train (seeded by `seed`)
+    retrain_full: bool = False       # then retrain on train+val for the selected number of epochs (run_dir/full/)
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -98,9 +111,18 @@ class TrainConfig:
                                      ("osfcm_ambiguity", self.osfcm_ambiguity, AMBIGUITY_MODES)):
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {allowed}")
+        if self.epoch_unit not in EPOCH_UNITS:
+            raise ValueError(f"unknown epoch_unit {self.epoch_unit!r}; choose one of {EPOCH_UNITS}")
+        if self.crop_scale is not None:
+            self.crop_scale = tuple(float(v) for v in self.crop_scale)   # a json list reads back as the same key
+            if not (len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1):
+                raise ValueError(f"crop_scale must be (low, high) with 0 < low <= high <= 1, got {self.crop_scale}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
     def key(self) -> str:
-        fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in _NOT_IN_KEY}
+        fields = {k: v for k, v in dataclasses.asdict(self).items()
+                  if k not in _NOT_IN_KEY and not (k in _KEY_NEUTRAL and v == _KEY_NEUTRAL[k])}
         if self.variant == "osdpm":  # its OSFCM target: the lexicon's categories and terms (a new one retrains)
             fields["lexicon"] = lexicon.CATEGORIES
         if self.pretrained and Path(self.pretrained).is_file():   # a checkpoint file: the same however it is spelled
@@ -176,10 +198,12 @@ class Bundle:
 
 
 def load_bundle(data_dir, tokenizer, preprocess: dict, with_priors: bool, prior_threshold: float = 0.4,
-                image_dir=None, cache_dir=None, ann=None, prior_target: str = "high", bands=None) -> Bundle:
+                image_dir=None, cache_dir=None, ann=None, prior_target: str = "high", bands=None,
+                need_val: bool = True) -> Bundle:
     """The split tensors and priors of the data set at ``data_dir`` (``ann``: its annotations, if read already);
     the training prior is OSFCM's target (``priors.Priors.target(prior_target)``); ``bands``: see
-    :func:`osdpm_lib.data.read_image`."""
+    :func:`osdpm_lib.data.read_image`; ``need_val=False``: an empty val split is allowed, as in the final retrain
+    on train+val."""
     data_dir = Path(data_dir)
     ann = ann if ann is not None else load_annotations(data_dir)
     image_dir = Path(image_dir) if image_dir else data_dir / "images"
@@ -187,8 +211,9 @@ def load_bundle(data_dir, tokenizer, preprocess: dict, with_priors: bool, prior_
     splits = {s: SplitTensors.build(ann.split(s), image_dir, size, tokenizer, cache_dir, bands)
               for s in ("train", "val", "test")}
     for s, t in splits.items():
-        if len(t.records) == 0:
-            raise ValueError(f"{ann.source}: split {s!r} is empty")
+        if len(t.records) == 0 and not (s == "val" and not need_val):
+            hint = " (TrainConfig.val_fraction, e.g. 0.1, carves one from train)" if s == "val" else ""
+            raise ValueError(f"{ann.source}: split {s!r} is empty{hint}")
     prior = None
     if with_priors:
         pri = cached_image_priors(splits["train"].records, Path(cache_dir or data_dir / ".cache"), prior_threshold)
@@ -280,7 +305,9 @@ class Stepper:
         if self.cfg.augment:
             # contiguous: one compiled graph for every rotation
             imgs = augment(imgs, gen, self.rank, self.world).contiguous()
-        imgs = self.normalizer(imgs.to(self.device, non_blocking=True))
+        imgs = recipe_augment(imgs.to(self.device, non_blocking=True), gen, self.cfg.crop_scale,
+                              self.cfg.rand_augment, self.cfg.rand_augment_magnitude)   # by default: imgs itself
+        imgs = self.normalizer(imgs)
         if self.cfg.channels_last:
             imgs = imgs.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type=self.device.type, dtype=self.amp, enabled=self.amp is not None):
@@ -293,6 +320,26 @@ class Stepper:
         with torch.no_grad():
             self.model.clip.logit_scale.clamp_(0, math.log(100))
         return {k: v.detach() for k, v in losses.items()}
+
+
+def epoch_size(cfg: TrainConfig, split: SplitTensors) -> int:
+    """The pairs one epoch draws: one per training image (``epoch_unit="image"``, a random caption each) or one
+    per training caption (``"caption"``: every caption once, as HarMA's and open_clip's pair data sets do)."""
+    return len(split.captions) if cfg.epoch_unit == "caption" else len(split.records)
+
+
+def batch_pairs(cfg: TrainConfig, batch: torch.Tensor, caption_index, caption_image: torch.Tensor,
+                gen: torch.Generator, part: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image indices, caption indices) of this process's ``part`` of one global batch; ``batch`` is the global
+    batch's slice of the epoch's permutation (images or captions, :func:`epoch_size`); ``caption_index`` is
+    ``SplitTensors.caption_index()``.  Every rank draws the whole global batch's random numbers and keeps its part,
+    so the numbers do not depend on the number of processes."""
+    chosen = batch[part]
+    if cfg.epoch_unit == "caption":
+        return caption_image[chosen], chosen
+    order, start, count = caption_index
+    pick = (torch.rand(len(batch), generator=gen)[part] * count[chosen]).long()   # one caption per image
+    return chosen, order[start[chosen] + pick]
 
 
 class RunExistsError(RuntimeError):
@@ -353,13 +400,48 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
     (``reuse``), an interrupted one resumes from ``last.pt`` (written atomically at the end of every epoch and
     every ``cfg.checkpoint_every`` steps) and ends with the same numbers as an uninterrupted run; a folder holding
     another run raises :class:`RunExistsError` unless ``overwrite`` (which moves it aside, never deletes it).
+    With ``cfg.retrain_full`` the result also holds ``"retrain_full"``: :func:`retrain_full` at the selected epoch.
     """
+    if cfg.retrain_full and bundle is not None:
+        raise ValueError("retrain_full reads the data set from data_dir; pass no bundle")
+    result = _train(cfg, data_dir, run_dir, bundle, reuse, overwrite)
+    if cfg.retrain_full:
+        best = [result.get("best_epoch")]        # under torchrun only rank 0 has the result; every rank retrains
+        if _rank_world()[1] > 1:
+            dist.broadcast_object_list(best, src=0)
+        full = retrain_full(cfg, data_dir, run_dir, best[0], reuse)
+        result = result | {"retrain_full": full} if result else result
+    return result
+
+
+FULL_DIR = "full"    # the final retrain on train+val, inside the selected run's folder
+
+
+def retrain_full(cfg: TrainConfig, data_dir, run_dir, epochs: int, reuse: bool = True) -> dict:
+    """Retrain ``cfg`` on train+val for ``epochs`` (the epoch selected on validation; its warm-up and cosine
+    schedule end there) into ``run_dir/full/``: no selection (``best.pt`` holds the weights after the last
+    epoch), the test split scored once (``full/test_metrics.json``).  What papers that train on every non-test
+    image report (AMFMN trains RSICD on its 9,828 train+val images); the selected run's files stay as they are."""
+    full_cfg = dataclasses.replace(cfg, epochs=epochs, retrain_full=False, stage_embeddings=False)
+    return _train(full_cfg, data_dir, Path(run_dir) / FULL_DIR, None, reuse, False, full=True)
+
+
+def run_annotations(cfg: TrainConfig, data_dir, full: bool = False) -> Annotations:
+    """The annotations a run sees: the data set's, with ``cfg.val_fraction`` of train carved out as val (seeded by
+    ``cfg.seed``; :func:`osdpm_lib.data.with_val_split`), and with val merged back into train when ``full``."""
+    ann = with_val_split(load_annotations(data_dir), cfg.val_fraction, cfg.seed)
+    return merge_val(ann) if full else ann
+
+
+def _train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None, reuse: bool, overwrite: bool,
+           full: bool = False) -> dict:
+    """:func:`train` without the final retrain; ``full``: train on train+val, no selection (:func:`retrain_full`)."""
     run_dir = Path(run_dir)
     rank, world = _rank_world()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if bundle is None:
-        ann = load_annotations(data_dir)
+        ann = run_annotations(cfg, data_dir, full)
         key = data_key([ann.split(s) for s in ("train", "val", "test")], Path(data_dir) / "images")
     else:
         key = data_key([bundle.train.records, bundle.val.records, bundle.test.records])
@@ -379,21 +461,21 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
         if rank > 0:
             dist.barrier()      # rank 0 builds the image and prior caches first; the others read them
         bundle = load_bundle(data_dir, tokenizer, pre, cfg.variant == "osdpm", cfg.prior_threshold, ann=ann,
-                             prior_target=cfg.osfcm_target)
+                             prior_target=cfg.osfcm_target, need_val=not full)
         if rank == 0 and world > 1:
             dist.barrier()
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     normalizer = bundle.normalizer.to(device)
-    n_train = len(bundle.train.records)
+    n_train = epoch_size(cfg, bundle.train)     # what an epoch's permutation runs over: images or captions
     global_bs = min(cfg.batch_size, n_train)
     if global_bs % world:
         raise ValueError(f"batch_size {global_bs} (the global batch) is not divisible by the {world} processes; "
                          "choose a batch size that is a multiple of the number of processes")
     steps_per_epoch = n_train // global_bs
     step_fn = Stepper(model, cfg, normalizer, device, amp, steps_per_epoch * cfg.epochs, rank, world)
-    caps_order, caps_start, caps_count = bundle.train.caption_index()
+    caps_index = bundle.train.caption_index()
     gen = torch.Generator().manual_seed(cfg.seed)
     prior = bundle.prior.to(device) if bundle.prior is not None else None
 
@@ -408,7 +490,8 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
         run_dir.mkdir(parents=True, exist_ok=True)
         if rank == 0:
             checkpoints.write_text(run_dir / "config.json", json.dumps(
-                dataclasses.asdict(cfg) | {"data_dir": str(data_dir), "world_size": world} | identity, indent=2))
+                dataclasses.asdict(cfg) | {"data_dir": str(data_dir), "world_size": world} | identity
+                | _split_record(cfg, bundle, full), indent=2))
         stages = {}
         encode_stage(stages, "start")
         history, best, epoch0, step0, perm, sums = [], {"rsum": -1.0, "epoch": -1}, 1, 0, None, None
@@ -437,22 +520,23 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
         """Score validation after ``epoch`` (0: the starting weights); keep the first best as ``best.pt``."""
         nonlocal best
         sums = _mean_over_ranks(sums, device, world)
-        val_enc = encode_split(model, bundle.val, normalizer, cfg, device, amp)
-        val = val_enc.metrics(cfg.ties)
+        val_enc = encode_split(model, bundle.val, normalizer, cfg, device, amp) if not full else None
+        val = val_enc.metrics(cfg.ties) if not full else {}
         row = {"epoch": epoch, "lr": step_fn.sched.get_last_lr()[0] if epoch else 0.0, "train_s": round(train_time, 3),
                "pairs_per_s": round(steps * global_bs / max(train_time, 1e-9), 1) if steps else 0.0}
         row |= {f"loss_{k}": float(sums[k]) / max(1, steps_per_epoch) if sums else float("nan") for k in LOSS_KEYS}
         row |= {f"val_{k}": v for k, v in val.items()}
-        row["dapn_ratio"] = dapn_ratio(model, bundle.val, normalizer, device, amp)
+        row["dapn_ratio"] = dapn_ratio(model, bundle.val if not full else bundle.train, normalizer, device, amp)
         history.append(row)
         if rank == 0:
             _write_history(run_dir / "metrics.csv", history)
-        if val["rsum"] > best["rsum"]:     # strictly greater: the first of tied epochs is kept
-            best = {"rsum": val["rsum"], "epoch": epoch}
+        if (val["rsum"] > best["rsum"]) if val else (epoch == cfg.epochs):   # the first of tied epochs is kept
+            best = {"rsum": val.get("rsum"), "epoch": epoch}           # full: no val, the last epoch
             if rank == 0:
                 checkpoints.save({"model": model.state_dict(), "config": dataclasses.asdict(cfg), "epoch": epoch},
                                  run_dir / "best.pt")
-                val_enc.save(run_dir / "val_encoded.npz")
+                if val_enc is not None:
+                    val_enc.save(run_dir / "val_encoded.npz")
 
     if resume is None:      # epoch 0: the starting weights are a candidate too (an untrained run is zero-shot)
         validate(0, 0.0, 0, None)
@@ -469,10 +553,8 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
         bar = tqdm(range(step0, steps_per_epoch), desc=f"{cfg.variant} s{cfg.seed} epoch {epoch}/{cfg.epochs}",
                    disable=not cfg.progress or rank != 0, leave=False, initial=step0, total=steps_per_epoch)
         for step in bar:
-            batch = perm[step * global_bs:(step + 1) * global_bs]
-            idx = batch[part]
-            pick = (torch.rand(len(batch), generator=gen)[part] * caps_count[idx]).long()   # one caption per image
-            cap = caps_order[caps_start[idx] + pick]
+            idx, cap = batch_pairs(cfg, perm[step * global_bs:(step + 1) * global_bs], caps_index,
+                                   bundle.train.caption_image, gen, part)
             losses = step_fn(bundle.train.images[idx], bundle.train.tokens[cap],
                              prior[idx.to(device)] if prior is not None else None, gen)
             for k in sums:
@@ -513,6 +595,14 @@ def _mean_over_ranks(sums: dict | None, device, world: int) -> dict | None:
     t = torch.tensor([float(sums[k]) for k in LOSS_KEYS], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return dict(zip(LOSS_KEYS, (t / world).tolist()))
+
+
+def _split_record(cfg: TrainConfig, bundle: Bundle, full: bool) -> dict:
+    """What ``config.json`` says about the splits beyond the data set's: the carved val images, the final retrain."""
+    rec = {"val_carved": [r.filename for r in bundle.val.records]} if cfg.val_fraction and not full else {}
+    if full:
+        rec["trained_on"] = "train+val (final retrain at the selected epoch; no selection)"
+    return rec
 
 
 def _write_history(path: Path, history: list[dict]) -> None:

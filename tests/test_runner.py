@@ -52,4 +52,22 @@ def test_finetune_profile_is_a_small_learning_rate():
 
     cfg = profiles.train_config("finetune", "osdpm", 1, model="ViT-B-32", pretrained="openai")
     assert (cfg.model, cfg.pretrained, cfg.seed, cfg.variant) == ("ViT-B-32", "openai", 1, "osdpm")
-    assert cfg.lr <= 1e-5 < cfg.module_lr and cfg.batch_size == 128
+    assert cfg.lr <= 1e-5 < cfg.module_lr and cfg.batch_size == 214 and cfg.epoch_unit == "caption"
+
+
+def test_cli_passes_the_carve_out_and_the_retrain_to_the_notebooks_that_train(monkeypatch, tmp_path):
+    import jupytext
+    import papermill as pm
+
+    seen = {}
+    monkeypatch.setattr(runner, "run_chain", lambda *a, **kw: seen.update(args=a, kw=kw))
+    runner.main(["--dataset", "data/rsitmd", "--name", "r", "--profile", "finetune", "--val-fraction", "0.1",
+                 "--retrain-full"])
+    assert seen["kw"] == {"val_fraction": 0.1, "retrain_full": True}
+    runner.main(["--dataset", "data/rsicd", "--name", "r"])
+    assert seen["kw"] == {}
+    for nb in runner.notebooks(["03", "05"]):     # papermill passes only the parameters a notebook declares
+        path = tmp_path / f"{nb.stem}.ipynb"
+        jupytext.write(jupytext.read(nb), path)
+        declared = pm.inspect_notebook(path)
+        assert {"val_fraction", "retrain_full"} <= set(declared), nb.name

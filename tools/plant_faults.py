@@ -22,7 +22,7 @@ FAULTS = {
         "osdpm_lib/train.py", "val_enc = encode_split(model, bundle.val,", "val_enc = encode_split(model, bundle.test,",
         ["tests/test_selection.py", "-k", "selection"]),
     "last_of_tied_best_epochs": (
-        "osdpm_lib/train.py", 'if val["rsum"] > best["rsum"]:', 'if val["rsum"] >= best["rsum"]:',
+        "osdpm_lib/train.py", '(val["rsum"] > best["rsum"])', '(val["rsum"] >= best["rsum"])',
         ["tests/test_selection.py", "-k", "selection"]),
     "prior_of_other_images": (
         "osdpm_lib/train.py", "prior[idx.to(device)]", "prior[idx.flip(0).to(device)]",
