@@ -101,7 +101,8 @@ def test_typed_settings():
                          "--pretrained", "openai", "--set", "precision=bf16", "--runs-dir", "/tmp/r"])
     rows = [(cfg.variant, cfg.seed, cfg.freeze_backbone, cfg.epochs, d.name) for cfg, d in pl.runs]
     assert rows[0] == ("clip", 0, False, 0, "zero-shot_s0") and len(rows) == 1 + 4 * 3   # zero-shot: one seed
-    assert ("osdpm", 2, True, 15, "frozen_s2") in rows
+    epochs = profiles.get("finetune")["epochs"]
+    assert ("osdpm", 2, True, epochs, "frozen_s2") in rows
     assert all(cfg.model == "ViT-B-32" and cfg.pretrained == "openai" and cfg.precision == "bf16" for cfg, _ in pl.runs)
     # the configuration the chain builds for the same run
     assert pl.runs[-1][0].key() == ablation.row_config("finetune", "osdpm", 2, model="ViT-B-32",
