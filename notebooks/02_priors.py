@@ -19,10 +19,15 @@
 
 # %% tags=["parameters"]
 dataset: str = "embedded"
-data_dir: str = "../../data/embedded"
-out_dir: str = "."
-rsicd_dir: str = "../../../shared/data/rsicd"   # real RSICD annotations (text only), if present
+data_dir: str = ""      # dataset folder; "": data/<chain> (chain: $OSDPM_CHAIN or "embedded")
+out_dir: str = ""       # tables/ and figures/ go here; "": results/<chain>
+rsicd_dir: str = "../shared/data/rsicd"   # real RSICD annotations (text only), if present
 threshold: float = 0.4
+
+# %%
+from osdpm_lib import paths   # relative paths are read from the project root, whatever the working directory
+
+data_dir, out_dir, rsicd_dir = paths.resolve(data_dir, "data"), paths.resolve(out_dir, "results"), paths.resolve(rsicd_dir)
 
 # %%
 from pathlib import Path
@@ -71,11 +76,11 @@ peak[["max_prob", "norm_entropy", "n_high"]].describe().round(3)
 # ## The same extraction on the real RSICD annotations (text only)
 
 # %% tags=["nbval-ignore-output"]
-if Path(rsicd_dir).exists():
+if rsicd_dir and rsicd_dir.exists():
     rsicd = data.load(rsicd_dir).split("train")
     rp = priors.image_priors(rsicd, threshold=threshold)
     rtop = priors.top_categories_by_scene(rp, [r.scene for r in rsicd], k=3)
     tables.write(rtop, out_dir, "priors_top_by_scene_rsicd")
     display(rtop[rtop.scene.isin(["airport", "port", "parking", "storagetanks"])])
 else:
-    print(f"RSICD annotations not found at {rsicd_dir}; skipped")
+    print(f"RSICD annotations not found at {paths.relative(rsicd_dir)}; skipped" if rsicd_dir else "rsicd_dir not set: skipped")

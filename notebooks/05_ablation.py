@@ -20,12 +20,18 @@
 
 # %% tags=["parameters"]
 profile: str = "default"
-data_dir: str = "../../data/embedded"
-out_dir: str = "."
-runs_dir: str = "../../runs/embedded"
+data_dir: str = ""      # dataset folder; "": data/<chain> (chain: $OSDPM_CHAIN or "embedded")
+out_dir: str = ""       # tables/ and figures/ go here; "": results/<chain>
+runs_dir: str = ""      # one folder per trained run; "": runs/<chain>
 model: str = ""          # empty: the profile's (osdpm-tiny-vit)
 pretrained: str = ""     # empty: the profile's (synthpre)
 n_boot: int = 2000
+
+# %%
+from osdpm_lib import paths   # relative paths are read from the project root, whatever the working directory
+
+data_dir, out_dir, runs_dir = paths.resolve(data_dir, "data"), paths.resolve(out_dir, "results"), paths.resolve(runs_dir, "runs")
+pretrained = paths.checkpoint(pretrained)
 
 # %%
 import pandas as pd

@@ -1,8 +1,10 @@
 """The notebook chain: executes ``notebooks/NN_*.py`` (jupytext sources) in order with papermill into
 ``results/<name>/``.
 
-Each notebook runs with its working directory set to its results folder and receives paths relative
-to it, so that the stored notebook re-executes unchanged (nbval) from where it lies.
+Each notebook runs with its working directory set to its results folder and receives every path explicitly,
+relative to the project root (``osdpm_lib.paths``: notebooks read relative paths from the
+root, never from the working directory), so that the stored notebook re-executes unchanged (nbval) from where it
+lies and holds no machine path.
 
     python -m osdpm_lib.runner                         # the embedded benchmark, default profile
     python -m osdpm_lib.runner --profile ci --name ci  # small, for CI
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,7 +29,8 @@ import yaml
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import default
 
-ROOT = Path(__file__).resolve().parents[1]
+from .paths import ROOT, relative
+
 NOTEBOOKS_DIR = ROOT / "notebooks"
 
 
@@ -52,15 +54,15 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
 
 def chain_parameters(name: str, profile: str, dataset: str = "embedded", results_root: Path = ROOT / "results",
                      runs_root: Path = ROOT / "runs", **extra) -> tuple[Path, dict]:
-    """The results folder of a chain and the parameters (relative to that folder) every notebook gets."""
+    """The results folder of a chain and the parameters every notebook gets (paths relative to the project root:
+    :func:`osdpm_lib.paths.relative`)."""
     out = Path(results_root) / name
-    rel = lambda p: os.path.relpath(Path(p).resolve(), out.resolve())  # noqa: E731
     data_dir = ROOT / "data" / name if dataset == "embedded" else Path(dataset)
-    params = {"dataset": dataset, "profile": profile, "data_dir": rel(data_dir), "out_dir": ".",
-              "runs_dir": rel(Path(runs_root) / name), "rsicd_dir": rel(ROOT.parent / "shared" / "data" / "rsicd")}
-    for key in ("pretrained",):          # a local checkpoint path: relative to the results folder too
+    params = {"dataset": dataset if dataset == "embedded" else relative(dataset), "profile": profile,
+              "data_dir": relative(data_dir), "out_dir": relative(out), "runs_dir": relative(Path(runs_root) / name)}
+    for key in ("pretrained",):          # a local checkpoint path: relative to the project root too
         if extra.get(key) and Path(extra[key]).exists():
-            extra[key] = rel(extra[key])
+            extra[key] = relative(extra[key])
     params.update(extra)
     return out, params
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import pandas as pd
 
 from . import profiles
+from .paths import ROOT
 from .train import train
 
-ROOT = Path(__file__).resolve().parents[1]
 TUNING_SEED = 100      # not one of the book's seeds
 MAX_EPOCHS = 3         # the most epochs whose 20 trained runs fit the book's 15 minutes on 2 cores (4 took 16-18 min)
 

@@ -106,3 +106,17 @@ def test_osdpm_loss_adds_weighted_osfcm_term():
     l2 = OSDPMLoss(2.0)(out, prior)
     assert "osfcm" not in l0 and torch.allclose(l0["total"], l0["contrastive"])
     assert torch.allclose(l2["total"], l2["contrastive"] + 2.0 * l2["osfcm"])
+
+
+def test_random_init_is_not_reported_as_a_warning(caplog):
+    """A model built without weights on purpose (scratch runs, weights loaded next) logs no open_clip warning
+    ("No pretrained weights loaded ... initialized randomly" reads like an error in every executed notebook); the
+    filter is gone afterwards."""
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        build_clip("osdpm-tiny-vit", None)
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+        assert any("random initialisation" in r.getMessage() and r.levelno == logging.INFO for r in caplog.records)
+        logging.warning("No pretrained weights loaded for model 'x'. Model initialized randomly.")
+    assert "No pretrained weights loaded for model 'x'" in caplog.text
