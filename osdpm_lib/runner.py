@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -85,10 +86,67 @@ def run_chain(name: str, profile: str = "default", dataset: str = "embedded", on
                             kernel_name="python3", progress_bar=False, report_mode=False,
                             kernel_manager_class=_IPCKernelManager)
         (out / f".{src.stem}.src.ipynb").unlink()
+        problems = _record_source(target, src)
         shown = target.relative_to(results_root.parent) if target.is_relative_to(results_root.parent) else target
         log(f"[{name}] {src.name} -> {shown} ({time.perf_counter() - t0:.1f} s)")   # one line per notebook
+        for problem in problems:
+            log(f"[{name}] {target.name}: {problem}")
         done.append(target)
     return done
+
+
+def _record_source(target: Path, src: Path) -> list[str]:
+    """Papermill records where it read and wrote a notebook as absolute paths: record the jupytext source and the
+    executed notebook relative to the project root instead.  Returns what :func:`noise` finds in it."""
+    nb = nbformat.read(target, as_version=4)
+    record = nb.metadata.setdefault("papermill", {})
+    record["input_path"], record["output_path"] = relative(src), relative(target)
+    nbformat.write(nb, target)
+    return noise(nb, target)
+
+
+# An absolute POSIX path of two components or more (not the tail of a relative path or a URL), a Windows drive path.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~/:-])/(?:[\w.@+-]+/)+[\w.@+-]*|\b[A-Za-z]:\\[\w.\\-]+")
+# Warnings (``UserWarning: ...``, ``WARNING:root:...``), open_clip's random-init note.
+_NOISE = re.compile(r"\b\w*Warning: |^WARNING\b|No pretrained weights loaded|initialized randomly|warnings\.warn\(", re.M)
+_TEXT_BAR = re.compile(r"\r[^\n\r]*\d+%\|")     # a tqdm text bar (no ipywidgets): one chunk per update saved
+_TEXT_MIME = ("text/plain", "text/html", "text/markdown", "text/latex", "application/json")
+
+
+def noise(nb: nbformat.NotebookNode | str | Path, name: str | Path = "") -> list[str]:
+    """What an executed notebook should not hold: absolute machine paths (anywhere but in images), warnings and
+    text progress bars in its outputs, error outputs.  One line per finding, naming the cell."""
+    if not isinstance(nb, nbformat.NotebookNode):
+        name = name or nb
+        nb = nbformat.read(nb, as_version=4)
+    where = f"{name}: " if name else ""
+    found = []
+
+    def paths_in(text: str, place: str) -> None:
+        found.extend(f"{where}{place}: absolute path {m!r}" for m in dict.fromkeys(_ABSOLUTE_PATH.findall(text)))
+
+    paths_in(json.dumps(nb.metadata), "notebook metadata")
+    for i, cell in enumerate(nb.cells):
+        place, bars = f"cell {i}", 0
+        paths_in(cell.source, place)
+        for out in cell.get("outputs", []):
+            if out.output_type == "error":
+                found.append(f"{where}{place}: error output {out.get('ename')}: {out.get('evalue', '')[:200]}")
+                continue
+            if out.output_type == "stream":
+                texts = [out.text]
+            else:
+                texts = [v if isinstance(v, str) else json.dumps(v) for k, v in out.get("data", {}).items()
+                         if k in _TEXT_MIME or k.endswith("+json")]
+            for text in texts:
+                paths_in(text, place)
+                found.extend(f"{where}{place}: noise {m.group(0).strip()!r} in "
+                             f"{text[max(0, m.start() - 60):m.end() + 60].strip()!r}"
+                             for m in _NOISE.finditer(text))
+                bars += len(_TEXT_BAR.findall(text))
+        if bars:
+            found.append(f"{where}{place}: {bars} text progress-bar chunks (tqdm without ipywidgets)")
+    return found
 
 
 def _write_tmp(nb: nbformat.NotebookNode, path: Path) -> Path:
