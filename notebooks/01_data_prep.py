@@ -32,8 +32,10 @@ compare_dir: str = ""  # a second dataset folder to audit the overlap with (e.g.
 # %%
 from osdpm_lib import paths   # relative paths are read from the project root, whatever the working directory
 
-data_dir, out_dir = paths.resolve(data_dir, "data"), paths.resolve(out_dir, "results")
-rsicd_dir, compare_dir = paths.resolve(rsicd_dir), paths.resolve(compare_dir)
+data_dir = paths.resolve(data_dir, "data")
+out_dir = paths.resolve(out_dir, "results")
+rsicd_dir = paths.resolve(rsicd_dir)
+compare_dir = paths.resolve(compare_dir)
 
 # %%
 from pathlib import Path

@@ -27,7 +27,9 @@ threshold: float = 0.4
 # %%
 from osdpm_lib import paths   # relative paths are read from the project root, whatever the working directory
 
-data_dir, out_dir, rsicd_dir = paths.resolve(data_dir, "data"), paths.resolve(out_dir, "results"), paths.resolve(rsicd_dir)
+data_dir = paths.resolve(data_dir, "data")
+out_dir = paths.resolve(out_dir, "results")
+rsicd_dir = paths.resolve(rsicd_dir)
 
 # %%
 from pathlib import Path

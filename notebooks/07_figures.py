@@ -36,7 +36,9 @@ n_examples: int = 4
 # %%
 from osdpm_lib import paths   # relative paths are read from the project root, whatever the working directory
 
-data_dir, out_dir, runs_dir = paths.resolve(data_dir, "data"), paths.resolve(out_dir, "results"), paths.resolve(runs_dir, "runs")
+data_dir = paths.resolve(data_dir, "data")
+out_dir = paths.resolve(out_dir, "results")
+runs_dir = paths.resolve(runs_dir, "runs")
 
 # %%
 import logging
