@@ -17,7 +17,9 @@ lies and holds no machine path.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import re
 import sys
 import time
@@ -82,9 +84,10 @@ def run_chain(name: str, profile: str = "default", dataset: str = "embedded", on
         own = {k: v for k, v in params.items() if k in declared}
         target = out / f"{src.stem}.ipynb"
         t0 = time.perf_counter()
-        pm.execute_notebook(out / f".{src.stem}.src.ipynb", target, parameters=own, cwd=str(out),
-                            kernel_name="python3", progress_bar=False, report_mode=False,
-                            kernel_manager_class=_IPCKernelManager)
+        with _no_progress_bars():
+            pm.execute_notebook(out / f".{src.stem}.src.ipynb", target, parameters=own, cwd=str(out),
+                                kernel_name="python3", progress_bar=False, report_mode=False,
+                                kernel_manager_class=_IPCKernelManager)
         (out / f".{src.stem}.src.ipynb").unlink()
         problems = _record_source(target, src)
         shown = target.relative_to(results_root.parent) if target.is_relative_to(results_root.parent) else target
@@ -93,6 +96,20 @@ def run_chain(name: str, profile: str = "default", dataset: str = "embedded", on
             log(f"[{name}] {target.name}: {problem}")
         done.append(target)
     return done
+
+
+@contextlib.contextmanager
+def _no_progress_bars():
+    """The chain's kernels run with ``TQDM_DISABLE=1`` (unless the caller set it): a progress bar saved into an
+    executed notebook is noise either way (text chunks, or widget state with ipywidgets); the runner logs the time of
+    each notebook instead.  Stepping through in JupyterLab draws widget bars."""
+    before = os.environ.get("TQDM_DISABLE")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TQDM_DISABLE", None)
 
 
 def _record_source(target: Path, src: Path) -> list[str]:

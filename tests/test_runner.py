@@ -63,3 +63,14 @@ def test_finetune_profile_is_a_small_learning_rate():
     cfg = profiles.train_config("finetune", "osdpm", 1, model="ViT-B-32", pretrained="openai")
     assert (cfg.model, cfg.pretrained, cfg.seed, cfg.variant) == ("ViT-B-32", "openai", 1, "osdpm")
     assert cfg.lr <= 1e-5 < cfg.module_lr and cfg.batch_size == 128
+
+
+def test_chain_kernels_draw_no_progress_bars(monkeypatch):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    with runner._no_progress_bars():
+        assert os.environ["TQDM_DISABLE"] == "1"
+    assert "TQDM_DISABLE" not in os.environ
+    monkeypatch.setenv("TQDM_DISABLE", "0")          # the caller's choice stands
+    with runner._no_progress_bars():
+        assert os.environ["TQDM_DISABLE"] == "0"
+    assert os.environ["TQDM_DISABLE"] == "0"
