@@ -33,7 +33,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from . import checkpoints, lexicon
-from .cache import Normalizer, SplitTensors, augment
+from .cache import Normalizer, SplitTensors, augment, bar_off
 from .data import load as load_annotations
 from .evaluate import Encoded, encode_images, encode_texts
 from .losses import OSDPMLoss
@@ -406,7 +406,7 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
             sums = dict.fromkeys(LOSS_KEYS, 0.0)
         t0 = time.perf_counter()
         bar = tqdm(range(step0, steps_per_epoch), desc=f"{cfg.variant} s{cfg.seed} epoch {epoch}/{cfg.epochs}",
-                   disable=not cfg.progress or rank != 0, leave=False, initial=step0, total=steps_per_epoch)
+                   leave=False, initial=step0, total=steps_per_epoch, **bar_off(not cfg.progress or rank != 0))
         for step in bar:
             idx = perm[step * global_bs:(step + 1) * global_bs][rank * local_bs:(rank + 1) * local_bs]
             pick = (torch.rand(len(idx), generator=gen) * caps_count[idx]).long()   # one caption per image
