@@ -2,6 +2,8 @@
 #   make book   venv + install + WordNet + embedded benchmark + the whole notebook chain -> results/embedded
 #               (fine-tunes from the shipped pretrained checkpoint; `make pretrain` rebuilds it)
 #   make test   pytest (library) + nbval (the executed CI-size notebooks in results/ci) + their stored metrics
+#               + notebook 04 run in JupyterLab by headless Chromium
+#   make lab    JupyterLab at the project root with the book's kernel (README: "Step through the book")
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -16,7 +18,7 @@ export ATEN_CPU_CAPABILITY := avx2
 export MKL_CBWR := AVX2
 export ONEDNN_MAX_CPU_ISA := AVX2
 
-.PHONY: setup wordnet book book-ci pretrain tune test unit nbval bench mutate clean
+.PHONY: setup wordnet browser lab book book-ci pretrain tune test unit nbval bench mutate clean
 
 setup: $(VENV)/.installed wordnet
 
@@ -33,6 +35,17 @@ wordnet: $(VENV)/.installed
 	@test -f /usr/share/wordnet/data.noun || $(SUDO) apt-get install -y -q wordnet-base wordnet-sense-index \
 	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q wordnet-base wordnet-sense-index)
 	$(PY) -m osdpm_lib.priors provision-wordnet
+
+# Headless Chromium and its driver for the JupyterLab browser test (tests_book/test_lab_browser.py).
+browser:
+	@(command -v chromium && command -v chromedriver) >/dev/null || $(SUDO) apt-get install -y -q chromium chromium-driver \
+	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver)
+
+# Step through the book: JupyterLab at the project root, kernel "Python 3 (osdpm)" (this venv).  Open a notebook of
+# notebooks/ with right click > Open With > Notebook.  OSDPM_CHAIN=ci make lab: defaults name data/ci, runs/ci, results/ci.
+lab: setup
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=$(CURDIR) --MappingKernelManager.default_kernel_name=python3 \
+	  $(if $(SUDO),,--allow-root)
 
 book: setup
 	$(PY) -m osdpm_lib.runner --profile default
@@ -56,8 +69,9 @@ unit: setup
 	$(PY) -m pytest tests
 
 # nbval re-executes the stored CI-size notebooks in place and compares outputs (sanitised);
-# tests_book then checks the metrics they regenerated against stored values with a tolerance.
-nbval: setup
+# tests_book then checks the metrics they regenerated against stored values with a tolerance, and runs notebook 04
+# in JupyterLab in headless Chromium on the runs nbval left in runs/ci (screenshot: build/test-artifacts/).
+nbval: setup browser
 	rm -rf runs/ci
 	TQDM_DISABLE=1 $(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg results/ci
 	$(PY) -m pytest tests_book

@@ -24,10 +24,18 @@
 # %% tags=["parameters"]
 dataset: str = "embedded"      # "embedded" or the path of a real dataset folder
 profile: str = "default"       # key of osdpm_lib.profiles.PROFILES
-data_dir: str = "../../data/embedded"
-out_dir: str = "."
-rsicd_dir: str = "../../../shared/data/rsicd"   # real RSICD annotations (text only), if present
+data_dir: str = ""      # dataset folder; "": data/<chain> (chain: $OSDPM_CHAIN or "embedded")
+out_dir: str = ""       # tables/ and figures/ go here; "": results/<chain>
+rsicd_dir: str = "../shared/data/rsicd"   # real RSICD annotations (text only), if present
 compare_dir: str = ""  # a second dataset folder to audit the overlap with (e.g. RSITMD next to RSICD)
+
+# %%
+from osdpm_lib import paths   # relative paths are read from the project root, whatever the working directory
+
+data_dir = paths.resolve(data_dir, "data")
+out_dir = paths.resolve(out_dir, "results")
+rsicd_dir = paths.resolve(rsicd_dir)
+compare_dir = paths.resolve(compare_dir)
 
 # %%
 from pathlib import Path
@@ -155,7 +163,7 @@ pd.Series(record["overlap_with_benchmark"], dtype=object).to_frame("corpus (a) v
 # `tests/test_audit.py`; nbval does not compare this cell, which differs where `../shared` is absent).
 
 # %% tags=["nbval-ignore-output"]
-if Path(rsicd_dir).exists():
+if rsicd_dir and rsicd_dir.exists():
     rsicd_ann = data.load(rsicd_dir)
     display(audit.duplicates(rsicd_ann))
     display(audit.split_overlap(rsicd_ann, progress=False, digits=4))

@@ -19,10 +19,17 @@
 
 # %% tags=["parameters"]
 dataset: str = "embedded"
-data_dir: str = "../../data/embedded"
-out_dir: str = "."
-rsicd_dir: str = "../../../shared/data/rsicd"   # real RSICD annotations (text only), if present
+data_dir: str = ""      # dataset folder; "": data/<chain> (chain: $OSDPM_CHAIN or "embedded")
+out_dir: str = ""       # tables/ and figures/ go here; "": results/<chain>
+rsicd_dir: str = "../shared/data/rsicd"   # real RSICD annotations (text only), if present
 threshold: float = 0.4
+
+# %%
+from osdpm_lib import paths   # relative paths are read from the project root, whatever the working directory
+
+data_dir = paths.resolve(data_dir, "data")
+out_dir = paths.resolve(out_dir, "results")
+rsicd_dir = paths.resolve(rsicd_dir)
 
 # %%
 from pathlib import Path
@@ -77,7 +84,7 @@ peak[["max_prob", "norm_entropy", "n_high"]].describe().round(3)
 # made "beach" the desert's top category).
 
 # %% tags=["nbval-ignore-output"]
-if Path(rsicd_dir).exists():
+if rsicd_dir and rsicd_dir.exists():
     rsicd = data.load(rsicd_dir).split("train")
     rp = priors.image_priors(rsicd, threshold=threshold)
     rscenes = [r.scene for r in rsicd]
@@ -88,4 +95,4 @@ if Path(rsicd_dir).exists():
     display(rcov.sort_values("coverage").round(3))
     display(rtop[rtop.scene.isin(["airport", "port", "desert", "mountain", "bareland", "resort"])])
 else:
-    print(f"RSICD annotations not found at {rsicd_dir}; skipped")
+    print(f"RSICD annotations not found at {paths.relative(rsicd_dir)}; skipped" if rsicd_dir else "rsicd_dir not set: skipped")

@@ -19,15 +19,23 @@
 
 # %% tags=["parameters"]
 profile: str = "default"
-data_dir: str = "../../data/embedded"
-out_dir: str = "."
-runs_dir: str = "../../runs/embedded"
+data_dir: str = ""      # dataset folder; "": data/<chain> (chain: $OSDPM_CHAIN or "embedded")
+out_dir: str = ""       # tables/ and figures/ go here; "": results/<chain>
+runs_dir: str = ""      # one folder per trained run; "": runs/<chain>
 variant: str = "clip"
 seed: int = 0
 model: str = ""        # any open_clip model name, e.g. "ViT-B-32"; empty: the profile's (osdpm-tiny-vit)
 pretrained: str = ""   # open_clip tag (openai, ...), "synthpre" or a checkpoint path; empty: the profile's
 val_fraction: float = 0.0   # data without a val split: share of train carved out as val (0: the profile's)
 retrain_full: bool = False  # also retrain on train+val at the selected epoch (the run's full/ folder)
+
+# %%
+from osdpm_lib import paths   # relative paths are read from the project root, whatever the working directory
+
+data_dir = paths.resolve(data_dir, "data")
+out_dir = paths.resolve(out_dir, "results")
+runs_dir = paths.resolve(runs_dir, "runs")
+pretrained = paths.checkpoint(pretrained)
 
 # %%
 from pathlib import Path

@@ -20,14 +20,22 @@
 
 # %% tags=["parameters"]
 profile: str = "default"
-data_dir: str = "../../data/embedded"
-out_dir: str = "."
-runs_dir: str = "../../runs/embedded"
+data_dir: str = ""      # dataset folder; "": data/<chain> (chain: $OSDPM_CHAIN or "embedded")
+out_dir: str = ""       # tables/ and figures/ go here; "": results/<chain>
+runs_dir: str = ""      # one folder per trained run; "": runs/<chain>
 model: str = ""          # empty: the profile's (osdpm-tiny-vit)
 pretrained: str = ""     # empty: the profile's (synthpre)
 val_fraction: float = 0.0   # data without a val split: share of train carved out as val (seeded per run seed)
 retrain_full: bool = False  # also retrain each run on train+val at its selected epoch (columns retrain_*)
 n_boot: int = 2000
+
+# %%
+from osdpm_lib import paths   # relative paths are read from the project root, whatever the working directory
+
+data_dir = paths.resolve(data_dir, "data")
+out_dir = paths.resolve(out_dir, "results")
+runs_dir = paths.resolve(runs_dir, "runs")
+pretrained = paths.checkpoint(pretrained)
 
 # %%
 import pandas as pd

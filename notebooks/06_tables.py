@@ -23,8 +23,13 @@
 # %% tags=["parameters"]
 dataset: str = "embedded"
 profile: str = "default"
-out_dir: str = "."
+out_dir: str = ""       # tables/ and figures/ go here; "": results/<chain>
 test_images: int = 0    # shown in the notes when notebook 05's paired table is absent
+
+# %%
+from osdpm_lib import paths   # relative paths are read from the project root, whatever the working directory
+
+out_dir = paths.resolve(out_dir, "results")
 
 # %%
 from pathlib import Path

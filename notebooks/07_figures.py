@@ -26,12 +26,19 @@
 
 # %% tags=["parameters"]
 profile: str = "default"
-data_dir: str = "../../data/embedded"
-out_dir: str = "."
-runs_dir: str = "../../runs/embedded"
+data_dir: str = ""      # dataset folder; "": data/<chain> (chain: $OSDPM_CHAIN or "embedded")
+out_dir: str = ""       # tables/ and figures/ go here; "": results/<chain>
+runs_dir: str = ""      # one folder per trained run; "": runs/<chain>
 seed: int = 0
 query: str = "many planes are parked near a runway ."
 n_examples: int = 4
+
+# %%
+from osdpm_lib import paths   # relative paths are read from the project root, whatever the working directory
+
+data_dir = paths.resolve(data_dir, "data")
+out_dir = paths.resolve(out_dir, "results")
+runs_dir = paths.resolve(runs_dir, "runs")
 
 # %%
 import logging

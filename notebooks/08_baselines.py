@@ -25,11 +25,18 @@
 # %% tags=["parameters"]
 dataset: str = "embedded"
 profile: str = "default"
-data_dir: str = "../../data/embedded"
-out_dir: str = "."
-runs_dir: str = "../../runs/embedded"
+data_dir: str = ""      # dataset folder; "": data/<chain> (chain: $OSDPM_CHAIN or "embedded")
+out_dir: str = ""       # tables/ go here; "": results/<chain>
+runs_dir: str = ""      # one folder per trained run; "": runs/<chain>
 systems: str = ""      # comma-separated names of osdpm_lib.baselines.SYSTEMS; empty: the profile's
 weights: str = ""      # torchvision weights of the ResNet (e.g. "IMAGENET1K_V1"); empty: the profile's
+
+# %%
+from osdpm_lib import paths   # relative paths are read from the project root, whatever the working directory
+
+data_dir = paths.resolve(data_dir, "data")
+out_dir = paths.resolve(out_dir, "results")
+runs_dir = paths.resolve(runs_dir, "runs")
 
 # %%
 from pathlib import Path

@@ -24,6 +24,13 @@ from . import checkpoints
 from .data import READ_RULE, AnnotationError, read_image
 
 
+
+def bar_off(off: bool) -> dict:
+    """tqdm keyword arguments that switch a bar off only when asked: an explicit ``disable=False`` would override
+    ``TQDM_DISABLE=1`` (the runner's kernels, the CI chain), and a bar saved into an executed notebook is noise."""
+    return {"disable": True} if off else {}
+
+
 def _decode(path: Path, size: int, origin: str = "", bands=None) -> np.ndarray:
     im = read_image(path, origin, bands).image
     if im.size != (size, size):
@@ -59,8 +66,8 @@ def image_cache(filenames: list[str], image_dir: Path, size: int, cache_dir: Pat
             warnings.warn(f"{exc}; rebuilding the image cache", stacklevel=2)
     with ThreadPoolExecutor(workers) as pool:
         arrays = list(tqdm(pool.map(lambda fo: _decode(image_dir / fo[0], size, fo[1], bands), zip(filenames, origins)),
-                           total=len(filenames), desc=f"decoding {image_dir.name}", disable=not progress,
-                           leave=False))
+                           total=len(filenames), desc=f"decoding {image_dir.name}", leave=False,
+                           **bar_off(not progress)))
     images = torch.from_numpy(np.stack(arrays)) if arrays else torch.zeros(0, 3, size, size, dtype=torch.uint8)
     checkpoints.save(images, path)   # atomic: a crash never leaves a half-written cache
     return images

@@ -30,6 +30,7 @@ from torch import nn
 
 from . import checkpoints
 
+log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).with_name("model_configs")
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 open_clip.add_model_config(CONFIG_DIR)
@@ -58,12 +59,19 @@ def build_clip(name: str = "osdpm-tiny-vit", pretrained: str | None = None, **kw
                 f"{pretrained}: does not fit open_clip model {name!r} (a checkpoint of another "
                 f"architecture?): {detail}") from exc
         return model
-    return open_clip.create_model(name, pretrained=pretrained or None, weights_only=True, **kwargs)
+    if pretrained:
+        return open_clip.create_model(name, pretrained=pretrained, weights_only=True, **kwargs)
+    with _without_random_init_warning():   # random init is what was asked for (a scratch run, or weights loaded later)
+        model = open_clip.create_model(name, pretrained=None, weights_only=True, **kwargs)
+    log.info("%s: random initialisation (no pretrained weights asked for)", name)
+    return model
 
 
 @contextlib.contextmanager
 def _without_random_init_warning():
-    """Drop open_clip's "No pretrained weights loaded ... initialized randomly" log record (and only it)."""
+    """Drop open_clip's "No pretrained weights loaded ... initialized randomly" log record (and only it): the book
+    asks for random weights on purpose (scratch runs, models whose trained weights are loaded next), and open_clip's
+    warning reads like an error in every executed notebook."""
     def keep(record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("No pretrained weights loaded")
     root = logging.getLogger()

@@ -29,9 +29,9 @@ import torch
 from . import checkpoints
 from .download import sha256_file as sha256
 from .models import WEIGHTS_DIR, weights_file
+from .paths import ROOT
 from .train import TrainConfig, train
 
-ROOT = Path(__file__).resolve().parents[1]
 MODEL = "osdpm-tiny-vit"
 TAG = "synthpre"
 

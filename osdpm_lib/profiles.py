@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]     # the project: data/<chain>, runs/<chain>, results/<chain>
+from .paths import ROOT   # the project: data/<chain>, runs/<chain>, results/<chain>
 
 # keys of a profile that are not TrainConfig fields: the embedded benchmark's size and the seeds
 DATA_KEYS = frozenset({"n_images", "n_val", "n_test", "image_size", "seeds"})

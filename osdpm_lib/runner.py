@@ -1,8 +1,10 @@
 """The notebook chain: executes ``notebooks/NN_*.py`` (jupytext sources) in order with papermill into
 ``results/<name>/``.
 
-Each notebook runs with its working directory set to its results folder and receives paths relative
-to it, so that the stored notebook re-executes unchanged (nbval) from where it lies.
+Each notebook runs with its working directory set to its results folder and receives every path explicitly,
+relative to the project root (``osdpm_lib.paths``: notebooks read relative paths from the
+root, never from the working directory), so that the stored notebook re-executes unchanged (nbval) from where it
+lies and holds no machine path.
 
     python -m osdpm_lib.runner                         # the embedded benchmark, default profile
     python -m osdpm_lib.runner --profile ci --name ci  # small, for CI
@@ -17,8 +19,10 @@ to it, so that the stored notebook re-executes unchanged (nbval) from where it l
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -31,8 +35,8 @@ from jupyter_client.manager import AsyncKernelManager
 from traitlets import default
 
 from . import profiles
+from .paths import ROOT, relative
 
-ROOT = profiles.ROOT
 NOTEBOOKS_DIR = ROOT / "notebooks"
 
 
@@ -64,15 +68,15 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
 
 def chain_parameters(name: str, profile: str, dataset: str = "embedded", results_root: Path = ROOT / "results",
                      runs_root: Path = ROOT / "runs", **extra) -> tuple[Path, dict]:
-    """The results folder of a chain and the parameters (relative to that folder) every notebook gets."""
+    """The results folder of a chain and the parameters every notebook gets (paths relative to the project root:
+    :func:`osdpm_lib.paths.relative`)."""
     out = Path(results_root) / name
-    rel = lambda p: os.path.relpath(Path(p).resolve(), out.resolve())  # noqa: E731
     data_dir, runs_dir = profiles.chain_folders(name, dataset, runs_root)
-    params = {"dataset": dataset, "profile": profile, "data_dir": rel(data_dir), "out_dir": ".",
-              "runs_dir": rel(runs_dir), "rsicd_dir": rel(ROOT.parent / "shared" / "data" / "rsicd")}
-    for key in ("pretrained",):          # a local checkpoint path: relative to the results folder too
+    params = {"dataset": dataset if dataset == "embedded" else relative(dataset), "profile": profile,
+              "data_dir": relative(data_dir), "out_dir": relative(out), "runs_dir": relative(runs_dir)}
+    for key in ("pretrained",):          # a local checkpoint path: relative to the project root too
         if extra.get(key) and Path(extra[key]).exists():
-            extra[key] = rel(extra[key])
+            extra[key] = relative(extra[key])
     params.update(extra)
     return out, params
 
@@ -91,14 +95,86 @@ def run_chain(name: str, profile: str = "default", dataset: str = "embedded", on
         own = {k: v for k, v in params.items() if k in declared}
         target = out / f"{src.stem}.ipynb"
         t0 = time.perf_counter()
-        pm.execute_notebook(out / f".{src.stem}.src.ipynb", target, parameters=own, cwd=str(out),
-                            kernel_name="python3", progress_bar=False, report_mode=False,
-                            kernel_manager_class=_IPCKernelManager)
+        with _no_progress_bars():
+            pm.execute_notebook(out / f".{src.stem}.src.ipynb", target, parameters=own, cwd=str(out),
+                                kernel_name="python3", progress_bar=False, report_mode=False,
+                                kernel_manager_class=_IPCKernelManager)
         (out / f".{src.stem}.src.ipynb").unlink()
+        problems = _record_source(target, src)
         shown = target.relative_to(results_root.parent) if target.is_relative_to(results_root.parent) else target
         log(f"[{name}] {src.name} -> {shown} ({time.perf_counter() - t0:.1f} s)")   # one line per notebook
+        for problem in problems:
+            log(f"[{name}] {target.name}: {problem}")
         done.append(target)
     return done
+
+
+@contextlib.contextmanager
+def _no_progress_bars():
+    """The chain's kernels run with ``TQDM_DISABLE=1`` (unless the caller set it): a progress bar saved into an
+    executed notebook is noise either way (text chunks, or widget state with ipywidgets); the runner logs the time of
+    each notebook instead.  Stepping through in JupyterLab draws widget bars."""
+    before = os.environ.get("TQDM_DISABLE")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TQDM_DISABLE", None)
+
+
+def _record_source(target: Path, src: Path) -> list[str]:
+    """Papermill records where it read and wrote a notebook as absolute paths: record the jupytext source and the
+    executed notebook relative to the project root instead.  Returns what :func:`noise` finds in it."""
+    nb = nbformat.read(target, as_version=4)
+    record = nb.metadata.setdefault("papermill", {})
+    record["input_path"], record["output_path"] = relative(src), relative(target)
+    nbformat.write(nb, target)
+    return noise(nb, target)
+
+
+# An absolute POSIX path of two components or more (not the tail of a relative path or a URL), a Windows drive path.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~/:-])/(?:[\w.@+-]+/)+[\w.@+-]*|\b[A-Za-z]:\\[\w.\\-]+")
+# Warnings (``UserWarning: ...``, ``WARNING:root:...``), open_clip's random-init note.
+_NOISE = re.compile(r"\b\w*Warning: |^WARNING\b|No pretrained weights loaded|initialized randomly|warnings\.warn\(", re.M)
+_TEXT_BAR = re.compile(r"\r[^\n\r]*\d+%\|")     # a tqdm text bar (no ipywidgets): one chunk per update saved
+_TEXT_MIME = ("text/plain", "text/html", "text/markdown", "text/latex", "application/json")
+
+
+def noise(nb: nbformat.NotebookNode | str | Path, name: str | Path = "") -> list[str]:
+    """What an executed notebook should not hold: absolute machine paths (anywhere but in images), warnings and
+    text progress bars in its outputs, error outputs.  One line per finding, naming the cell."""
+    if not isinstance(nb, nbformat.NotebookNode):
+        name = name or nb
+        nb = nbformat.read(nb, as_version=4)
+    where = f"{name}: " if name else ""
+    found = []
+
+    def paths_in(text: str, place: str) -> None:
+        found.extend(f"{where}{place}: absolute path {m!r}" for m in dict.fromkeys(_ABSOLUTE_PATH.findall(text)))
+
+    paths_in(json.dumps(nb.metadata), "notebook metadata")
+    for i, cell in enumerate(nb.cells):
+        place, bars = f"cell {i}", 0
+        paths_in(cell.source, place)
+        for out in cell.get("outputs", []):
+            if out.output_type == "error":
+                found.append(f"{where}{place}: error output {out.get('ename')}: {out.get('evalue', '')[:200]}")
+                continue
+            if out.output_type == "stream":
+                texts = [out.text]
+            else:
+                texts = [v if isinstance(v, str) else json.dumps(v) for k, v in out.get("data", {}).items()
+                         if k in _TEXT_MIME or k.endswith("+json")]
+            for text in texts:
+                paths_in(text, place)
+                found.extend(f"{where}{place}: noise {m.group(0).strip()!r} in "
+                             f"{text[max(0, m.start() - 60):m.end() + 60].strip()!r}"
+                             for m in _NOISE.finditer(text))
+                bars += len(_TEXT_BAR.findall(text))
+        if bars:
+            found.append(f"{where}{place}: {bars} text progress-bar chunks (tqdm without ipywidgets)")
+    return found
 
 
 def _write_tmp(nb: nbformat.NotebookNode, path: Path) -> Path:

@@ -37,7 +37,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from . import checkpoints, lexicon
-from .cache import Normalizer, SplitTensors, augment, recipe_augment
+from .cache import Normalizer, SplitTensors, augment, bar_off, recipe_augment
 from .data import Annotations, load as load_annotations, merge_val, with_val_split
 from .evaluate import Encoded, encode_images, encode_texts
 from .losses import AMBIGUITY_MODES, OSDPMLoss
@@ -551,7 +551,7 @@ def _train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None, reuse: bo
                 model.osfcm.set_prototypes(category_text_embeddings(model.clip, tokenizer, lexicon.CATEGORY_NAMES))
         t0 = time.perf_counter()
         bar = tqdm(range(step0, steps_per_epoch), desc=f"{cfg.variant} s{cfg.seed} epoch {epoch}/{cfg.epochs}",
-                   disable=not cfg.progress or rank != 0, leave=False, initial=step0, total=steps_per_epoch)
+                   leave=False, initial=step0, total=steps_per_epoch, **bar_off(not cfg.progress or rank != 0))
         for step in bar:
             idx, cap = batch_pairs(cfg, perm[step * global_bs:(step + 1) * global_bs], caps_index,
                                    bundle.train.caption_image, gen, part)

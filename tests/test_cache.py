@@ -96,3 +96,18 @@ def test_augment_is_a_seeded_flip_and_rotation():
         assert any(torch.equal(a[i], d) for d in dihedral)
     outs = {augment(x, torch.Generator().manual_seed(s)).numpy().tobytes() for s in range(20)}
     assert len(outs) > 1   # the generator decides
+
+
+
+def test_tqdm_disable_switches_bars_off():
+    """TQDM_DISABLE=1 (the runner's kernels) must win over a bar the caller leaves on; tqdm reads it at import."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from tqdm.auto import tqdm; from osdpm_lib.cache import bar_off; "
+            "print(tqdm(range(3), **bar_off(False)).disable, tqdm(range(3), disable=False).disable, "
+            "tqdm(range(3), **bar_off(True)).disable)")
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, TQDM_DISABLE="1"), capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ["True", "False", "True"], out      # the middle one: why bar_off exists

@@ -206,3 +206,17 @@ def test_osfcm_prototype_modes(tiny):
         OSFCM(protos, prototypes="anchored")
     model = OSDPM(clip, "osdpm", protos, prototypes="fixed")
     assert all(p is not model.osfcm.prototypes for p in model.module_parameters())
+
+
+def test_random_init_is_not_reported_as_a_warning(caplog):
+    """A model built without weights on purpose (scratch runs, weights loaded next) logs no open_clip warning
+    ("No pretrained weights loaded ... initialized randomly" reads like an error in every executed notebook); the
+    filter is gone afterwards."""
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        build_clip("osdpm-tiny-vit", None)
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+        assert any("random initialisation" in r.getMessage() and r.levelno == logging.INFO for r in caplog.records)
+        logging.warning("No pretrained weights loaded for model 'x'. Model initialized randomly.")
+    assert "No pretrained weights loaded for model 'x'" in caplog.text

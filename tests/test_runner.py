@@ -1,14 +1,14 @@
-"""The chain runner's parameters: paths relative to the results folder, model and checkpoint plumbing."""
+"""The chain runner's parameters: paths relative to the project root, model and checkpoint plumbing."""
 
 import os
 from pathlib import Path
 
 import pytest
 
-from osdpm_lib import runner
+from osdpm_lib import paths, runner
 
 
-def test_paths_are_relative_to_the_results_folder(tmp_path):
+def test_paths_are_relative_to_the_project_root(tmp_path):
     ckpt = tmp_path / "ckpt" / "RemoteCLIP-ViT-B-32.pt"
     ckpt.parent.mkdir()
     ckpt.write_bytes(b"")
@@ -16,10 +16,20 @@ def test_paths_are_relative_to_the_results_folder(tmp_path):
     out, params = runner.chain_parameters("rsicd", "finetune", str(data), results_root=tmp_path / "results",
                                           runs_root=tmp_path / "runs", model="ViT-B-32", pretrained=str(ckpt))
     assert out == tmp_path / "results" / "rsicd"
-    for key, target in (("data_dir", data), ("runs_dir", tmp_path / "runs" / "rsicd"), ("pretrained", ckpt)):
+    for key, target in (("data_dir", data), ("runs_dir", tmp_path / "runs" / "rsicd"), ("pretrained", ckpt),
+                        ("out_dir", out), ("dataset", data)):
         assert not os.path.isabs(params[key]), key
-        assert (out / params[key]).resolve() == target.resolve(), key
-    assert params["model"] == "ViT-B-32" and params["profile"] == "finetune" and params["out_dir"] == "."
+        assert paths.resolve(params[key]).resolve() == target.resolve(), key
+    assert params["model"] == "ViT-B-32" and params["profile"] == "finetune"
+
+
+def test_the_book_chain_names_project_folders(monkeypatch):
+    monkeypatch.chdir(paths.ROOT / "notebooks")
+    out, params = runner.chain_parameters("ci", "ci")
+    assert out == paths.ROOT / "results" / "ci"
+    assert {k: params[k] for k in ("data_dir", "runs_dir", "out_dir", "dataset")} == {
+        "data_dir": "data/ci", "runs_dir": "runs/ci", "out_dir": "results/ci", "dataset": "embedded"}
+    assert runner.chain_parameters("r", "finetune", "data/rsicd")[1]["data_dir"] == "notebooks/data/rsicd"  # CLI: from the cwd
 
 
 def test_pretrained_tag_is_passed_as_it_is(tmp_path):
@@ -71,3 +81,14 @@ def test_cli_passes_the_carve_out_and_the_retrain_to_the_notebooks_that_train(mo
         jupytext.write(jupytext.read(nb), path)
         declared = pm.inspect_notebook(path)
         assert {"val_fraction", "retrain_full"} <= set(declared), nb.name
+
+
+def test_chain_kernels_draw_no_progress_bars(monkeypatch):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    with runner._no_progress_bars():
+        assert os.environ["TQDM_DISABLE"] == "1"
+    assert "TQDM_DISABLE" not in os.environ
+    monkeypatch.setenv("TQDM_DISABLE", "0")          # the caller's choice stands
+    with runner._no_progress_bars():
+        assert os.environ["TQDM_DISABLE"] == "0"
+    assert os.environ["TQDM_DISABLE"] == "0"

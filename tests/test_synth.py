@@ -451,3 +451,15 @@ def test_groundtruth_is_the_one_scene_of_an_image(ds, gt):
     f = recs[0].filename
     assert groundtruth.categories_of(gt, f) == {b["category"] for b in gt["images"][f]["boxes"]}
     assert groundtruth.image_size(gt) == gt["image_size"]
+
+
+def test_never_written_over_another_data_set(tmp_path):
+    """A notebook pointed at a real data set's folder with dataset="embedded" must not overwrite its images."""
+    real = tmp_path / "rsicd"
+    (real / "images").mkdir(parents=True)
+    (real / "dataset_rsicd.json").write_text('{"images": []}')
+    (real / "images" / "airport_1.jpg").write_bytes(b"real image")
+    with pytest.raises(FileExistsError, match="dataset_rsicd.json"):
+        synth.generate(real, n_images=20, seed=0, image_size=32)
+    assert (real / "images" / "airport_1.jpg").read_bytes() == b"real image"
+    assert sorted(p.name for p in real.iterdir()) == ["dataset_rsicd.json", "images"]

@@ -181,7 +181,7 @@ def test_notebook_06_runs(tmp_path):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, tmp_path / "06.ipynb")
     pm.execute_notebook(tmp_path / "06.ipynb", tmp_path / "06_out.ipynb", cwd=str(tmp_path),
-                        parameters={"dataset": "embedded", "profile": "ci", "out_dir": "."},
+                        parameters={"dataset": "embedded", "profile": "ci", "out_dir": str(tmp_path)},
                         kernel_name="python3", progress_bar=False)
     for name in ("table1_rsicd", "table2_rsitmd", "table3_ablation"):
         for ext in ("csv", "md", "tex"):

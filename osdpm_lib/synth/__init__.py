@@ -290,6 +290,10 @@ def generate(out_dir: str | Path, n_images: int = DEFAULT_N_IMAGES, seed: int = 
     js_path, gt_path = out / JSON_NAME, out / GT_NAME
     if not force and is_current(out, n_images, seed, image_size, n_val, n_test):
         return js_path
+    others = sorted(p.name for p in out.glob("dataset*.json") if p.name != JSON_NAME)
+    if others:     # a real data set lives there (e.g. a notebook pointed at data/rsicd): its images share our names
+        raise FileExistsError(f"{out}: holds another data set ({', '.join(others)}); the embedded benchmark is not "
+                              f"written there (its images would overwrite that data set's)")
     img_dir = _clear_previous(out, gt_path)
 
     scenes, splits, numeric = _assign(n_images, seed, n_val, n_test)
