@@ -145,6 +145,7 @@ BASELINE_PROFILES: dict[str, dict] = {
     "finetune": {"systems": BASELINE_SYSTEMS, "seeds": [0, 1, 2], "epochs": 20, "weights": "IMAGENET1K_V1",
                  "image_size": 224, "finetune_backbone": True, "lr": 2e-4, "batch_size": 128},
 }
+BASELINE_PROFILES["frozen"] = BASELINE_PROFILES["finetune"]   # the same real data sets: the baselines do not change
 
 
 def baseline_profile(name: str) -> dict:
