@@ -36,6 +36,13 @@ def chain() -> str:
     return name
 
 
+def chain_folder(folder: str, name: str | None = None) -> Path:
+    """``ROOT/<folder>/<chain>``: the folder (one of :data:`FOLDERS`) of chain ``name`` (default: :func:`chain`)."""
+    if folder not in FOLDERS:
+        raise ValueError(f"folder {folder!r}: expected one of {FOLDERS}")
+    return ROOT / folder / (name or chain())
+
+
 def resolve(path: str | os.PathLike | None, folder: str | None = None) -> Path | None:
     """The file or folder a notebook parameter names.
 
@@ -46,7 +53,7 @@ def resolve(path: str | os.PathLike | None, folder: str | None = None) -> Path |
     if folder is not None and folder not in FOLDERS:
         raise ValueError(f"folder {folder!r}: expected one of {FOLDERS}")
     if path is None or not str(path).strip():
-        return ROOT / folder / chain() if folder else None
+        return chain_folder(folder) if folder else None
     p = Path(path).expanduser()
     return p if p.is_absolute() else ROOT / p
 

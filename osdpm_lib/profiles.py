@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from .paths import ROOT   # the project: data/<chain>, runs/<chain>, results/<chain>
+from .paths import ROOT, chain_folder   # the project: data/<chain>, runs/<chain>, results/<chain>
 
 # keys of a profile that are not TrainConfig fields: the embedded benchmark's size and the seeds
 DATA_KEYS = frozenset({"n_images", "n_val", "n_test", "image_size", "seeds"})
@@ -121,7 +121,7 @@ def chain_name(profile: str, name: str | None = None) -> str:
 def chain_folders(name: str, dataset: str = "embedded", runs_root=ROOT / "runs") -> tuple[Path, Path]:
     """``(data folder, runs folder)`` of the chain ``name``: the embedded benchmark lives in ``data/<name>``, a real
     data set where ``dataset`` points; the runs in ``<runs_root>/<name>``."""
-    return (ROOT / "data" / name if dataset == "embedded" else Path(dataset)), Path(runs_root) / name
+    return (chain_folder("data", name) if dataset == "embedded" else Path(dataset)), Path(runs_root) / name
 
 
 def run_name(variant: str, seed: int) -> str:
