@@ -18,7 +18,7 @@ export ATEN_CPU_CAPABILITY := avx2
 export MKL_CBWR := AVX2
 export ONEDNN_MAX_CPU_ISA := AVX2
 
-.PHONY: setup wordnet browser lab book book-ci pretrain tune test unit nbval bench mutate clean
+.PHONY: setup wordnet browser lab book book-ci pretrain pretrain-resnet tune test unit nbval bench mutate clean
 
 setup: $(VENV)/.installed wordnet
 
@@ -60,6 +60,10 @@ book-ci: setup
 # The book's pretrained CLIP (osdpm_lib/weights/osdpm-tiny-vit_synthpre.safetensors + .json): corpus + training.
 pretrain: setup
 	$(PY) -m osdpm_lib.pretrain
+
+# The baselines' ResNet-18 pretrained on the same corpus (osdpm_lib/weights/resnet18_synthpre.safetensors + .json).
+pretrain-resnet: setup
+	$(PY) -m osdpm_lib.baselines.pretrain
 
 # The fine-tuning hyperparameters of the default profile, chosen on validation (docs/TUNING.md).
 tune: setup

@@ -17,10 +17,13 @@
 # validation Rsum only, the test split scored once, the metrics of `osdpm_lib.metrics` (ties: expected value).
 # All share one image encoder (a torchvision ResNet-18; its grid cells serve as regions: `layer3`, 4×4 cells at
 # 64 px, `layer4`, 7×7 at 224 px) and one text encoder (word embeddings + GRU over the training captions'
-# vocabulary). On the embedded benchmark the ResNet starts from random initialisation (no download offline) and
-# stays frozen (the `default` and `ci` profiles; SCAN too uses fixed region features); the `finetune` profile (real
-# data sets) starts from ImageNet weights and fine-tunes it. The rows join Tables 1 and 2 as "(measured here)",
-# each with what it had to replace.
+# vocabulary). The originals start their CNN from ImageNet weights; offline the ResNet starts from `synthpre`, weights
+# the book pretrained on its own pretraining corpus (the one the CLIP was pretrained on: tagging the object categories
+# its captions name, `osdpm_lib.baselines.pretrain`), and stays frozen (the `default` and `ci` profiles; SCAN too uses
+# fixed region features). The `finetune` profile (real data sets) starts from ImageNet weights and fine-tunes it.
+# Every system trains its first `warmup_epochs` on the sum over all negatives, then on its own hardest-negative
+# loss (chosen on validation: `docs/BASELINE_STUDY.md`). The rows join Tables 1 and 2 as "(measured here)", each with
+# what it had to replace.
 
 # %% tags=["parameters"]
 dataset: str = "embedded"
@@ -81,7 +84,7 @@ pd.DataFrame({"method": list(SYSTEMS), "also replaced": [s.replaced for s in SYS
 
 # %% [markdown]
 # ## Caveat
-# The measured rows are not the original systems: region detectors, skip-thought vectors and pretrained word
-# vectors are replaced (table above), and on the embedded benchmark the image encoder is a random, frozen ResNet.
-# They show where these architectures land under the book's protocol and data, not what the published models
-# score on RSICD or RSITMD.
+# The measured rows are not the original systems: region detectors, skip-thought vectors and pretrained word vectors
+# are replaced (table above), and on the embedded benchmark the image encoder is a frozen ResNet-18 pretrained on the
+# book's own corpus, not on ImageNet. They show where these architectures land under the book's protocol and data
+# (one seed each in the `default` profile), not what the published models score on RSICD or RSITMD.

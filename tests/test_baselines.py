@@ -239,16 +239,40 @@ def test_baseline_rows_join_tables_1_and_2():
     assert ((once["method"] == "VSE++") & (once["measured_here"] == "no")).sum() == 1
 
 
-def test_notebook_08_runs_on_request_with_the_common_parameters(tmp_path):
+def test_notebook_08_runs_in_the_chain_with_the_common_parameters(tmp_path):
     import jupytext
     import papermill as pm
 
     from osdpm_lib import runner
 
-    assert "08_baselines" not in [p.stem for p in runner.notebooks()]     # on request only, for now
+    assert [p.stem for p in runner.notebooks()][-1] == "08_baselines"     # after the tables it adds rows to
     src = [p for p in runner.notebooks(["08"]) if p.stem == "08_baselines"]
     assert src, "notebooks/08_baselines.py is not picked up by the runner"
     declared = pm.inspect_notebook(runner._write_tmp(jupytext.read(src[0]), tmp_path / "08.ipynb"))
     assert {"dataset", "profile", "data_dir", "out_dir", "runs_dir"} <= set(declared)
     for name in profiles.PROFILES:          # every chain profile has baseline sizes: the chain never stops at 08
         assert profiles.baseline_profile(name)["systems"]
+
+
+@pytest.mark.parametrize("name", ["SCAN_t2i", "VSE++"])
+def test_evaluate_scores_repeated_captions_once_with_the_same_matrix(name, monkeypatch):
+    from types import SimpleNamespace
+
+    from osdpm_lib.baselines import run
+
+    model = _model(name).eval()
+    low, high = _features(5)
+    tok = _tokens(6, seed=2)
+    tok = torch.cat([tok, tok[[0, 3, 3, 5]]])                     # 10 captions, 6 distinct token rows
+    split = SimpleNamespace(tokens=tok, records=[None] * 5, caption_image=torch.tensor([0, 1, 2, 3, 4, 0, 1, 2, 3, 4]))
+    visual = lambda idx: (low[idx], high[idx])                      # noqa: E731
+    cfg = run.BaselineConfig(name, eval_batch=4)
+    seen = []
+    real = run.score_matrix
+    monkeypatch.setattr(run, "score_matrix", lambda m, i, t, b: seen.append(len(t[0])) or real(m, i, t, b))
+    _, sims = run.evaluate(model, visual, split, cfg)
+    img, txt = run.encode(model, visual, tok, 5, 4)
+    full = real(model, img, txt)
+    assert seen == [6] and sims.shape == (5, 10)
+    np.testing.assert_allclose(sims, full, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(sims[:, 6], sims[:, 0])        # a repeated caption: the same column

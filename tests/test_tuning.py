@@ -34,3 +34,20 @@ def test_combine_applies_every_chosen_change():
              "osfcm_warmup_frac": "warmup-30"}
     assert tuning.combine(picks) == {"osfcm_target": "high", "osfcm_prototypes": "free", "osfcm_ambiguity": "entropy",
                                      "osfcm_warmup_frac": 0.3}
+
+
+def test_baseline_warmup_choice_is_the_highest_mean_validation_rsum_shorter_on_a_tie():
+    import pandas as pd
+
+    from osdpm_lib.tuning import baseline_report
+
+    def runs(vals):
+        return pd.DataFrame([{"warmup_epochs": w, "system": s, "seed": 100, "best_val_rsum": v, "best_epoch": 1,
+                              "first_val_rsum": 0.0} for w, per in vals.items() for s, v in zip(("A", "B"), per)])
+
+    text, chosen = baseline_report(runs({"0": (10.0, 12.0), "2": (30.0, 20.0), "all": (28.0, 21.0)}), "default", 1.0)
+    assert chosen == "2" and "warmup_epochs = 2" in text
+    _, chosen = baseline_report(runs({"0": (10.0, 12.0), "2": (30.0, 20.0), "all": (20.0, 30.0)}), "default", 1.0)
+    assert chosen == "2"                      # a tie of means: the shorter warm-up
+    _, chosen = baseline_report(runs({"0": (40.0, 12.0), "2": (30.0, 20.0), "all": (20.0, 30.0)}), "default", 1.0)
+    assert chosen == "0"

@@ -21,8 +21,9 @@ from .scoring import Baseline, rerank, rerank_metrics, score_matrix, triplet_los
 from .vsepp import VSEPP
 
 # What every system replaces (footnotes of the tables)
-COMMON = ("ResNet-18 grid cells for image regions/features (random init offline, ImageNet weights where "
-          "downloadable); word embeddings + GRU trained here for skip-thought / pretrained word vectors")
+COMMON = ("ResNet-18 grid cells for image regions/features (offline: pretrained on the book's pretraining corpus "
+          "for ImageNet, frozen; ImageNet weights where downloadable); word embeddings + GRU trained here for "
+          "skip-thought / pretrained word vectors")
 
 
 @dataclass(frozen=True)

@@ -38,17 +38,32 @@ def grid_stage(image_size: int) -> str:
     return ok[-1]
 
 
+def shipped_weights(arch: str, tag: str | None):
+    """The file of the library's own weights ``tag`` for ``arch`` (``weights/<arch>_<tag>.safetensors``, e.g.
+    ``resnet18_synthpre`` made by :mod:`.pretrain`), or None when ``tag`` names none (a torchvision weights name)."""
+    from ..models import bundled_weights
+
+    return bundled_weights(arch, tag) if tag and tag.islower() else None
+
+
 class GridBackbone(nn.Module):
     """A torchvision ResNet cut after the grid stage; returns ``(low, high)`` feature maps (the stage before the
-    grid stage and the grid stage) of ImageNet-normalised images.  ``weights``: a torchvision weights name (``"IMAGENET1K_V1"``; downloads
-    once) or None (random initialisation, the offline default)."""
+    grid stage and the grid stage) of ImageNet-normalised images.  ``weights``: a torchvision weights name
+    (``"IMAGENET1K_V1"``; downloads once), the tag of weights shipped with the library (``"synthpre"``: pretrained
+    offline on the book's pretraining corpus, :mod:`.pretrain`) or None (random initialisation)."""
 
     def __init__(self, arch: str = "resnet18", image_size: int = 64, weights: str | None = None):
         super().__init__()
         import torchvision
 
-        net = getattr(torchvision.models, arch)(weights=weights)
+        shipped = weights is not None and weights.islower()
+        if shipped and shipped_weights(arch, weights) is None:
+            from ..models import weights_file
+            raise FileNotFoundError(f"{weights_file(arch, weights)}: no shipped {arch} weights {weights!r} "
+                                    "(`make pretrain-resnet` builds the synthpre ones)")
+        net = getattr(torchvision.models, arch)(weights=None if shipped else weights)
         self.stage = grid_stage(image_size)
+        self.image_size = image_size
         last = STAGES.index(self.stage)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.stages = nn.ModuleList(getattr(net, s) for s in STAGES[:last + 1])
@@ -56,6 +71,20 @@ class GridBackbone(nn.Module):
             low, high = self.forward(torch.zeros(1, 3, image_size, image_size))
         self.low_channels, self.channels = low.shape[1], high.shape[1]
         self.low_grid, self.grid = low.shape[-1], high.shape[-1]
+        if shipped:
+            self._load_shipped(shipped_weights(arch, weights))
+
+    def _load_shipped(self, path) -> None:
+        from .. import checkpoints
+
+        state = checkpoints.load(path)
+        if set(state) != set(self.state_dict()):
+            n_stages = len({k.split(".")[1] for k in state if k.startswith("stages.")})
+            raise checkpoints.CheckpointError(
+                f"{path}: holds the ResNet up to {STAGES[max(n_stages, 1) - 1]}, but the grid stage at "
+                f"{self.image_size} px is {self.stage} (the shipped weights are for 64 px images; at 224 px use "
+                "torchvision's IMAGENET1K_V1)")
+        checkpoints.load_into(self, {k: v.float() for k, v in state.items()}, path, "grid backbone")
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.stem(x)

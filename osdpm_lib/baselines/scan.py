@@ -37,15 +37,17 @@ def scan_scores(regions: torch.Tensor, words: torch.Tensor, mask: torch.Tensor, 
     (``mask [bt, L]``: real words)."""
     m = mask.to(regions.dtype)[None, :, :, None]                     # [1, bt, L, 1]
     (bi, n_r, d), (bt, n_w, _) = regions.shape, words.shape
-    logits = (words.reshape(bt * n_w, d) @ regions.reshape(bi * n_r, d).T).view(bt, n_w, bi, n_r)
-    logits = logits.permute(2, 0, 1, 3)                               # [bi, bt, L, R]: w . v_r
+    # [bi, bt, L, R] w . v_r, laid out contiguously (a matmul of every word against every image's regions)
+    logits = torch.matmul(words.reshape(1, bt * n_w, d), regions.transpose(1, 2)).view(bi, bt, n_w, n_r)
     attn = F.leaky_relu(logits, 0.1)
     if direction == "t2i":       # words attend regions: normalise over words, softmax over regions
         lam = 9.0 if lambda_softmax is None else lambda_softmax
-        a = torch.softmax(lam * _masked_l2norm(attn, m, dim=2), dim=3)                    # [bi, bt, L, R]
+        attn = attn * m
+        inv = 1.0 / (torch.einsum("ijlr,ijlr->ijr", attn, attn).sqrt() + EPS)           # 1 / |attn| over words
+        a = torch.softmax(attn * (lam * inv).unsqueeze(2), dim=3)                          # [bi, bt, L, R]
         gram = regions @ regions.transpose(1, 2)                                           # [bi, R, R]
-        ctx_sq = ((a.reshape(bi, bt * n_w, n_r) @ gram).view(bi, bt, n_w, n_r) * a).sum(3)   # a^T G a
-        cos = (a * logits).sum(3) / ctx_sq.clamp(min=EPS).sqrt()                           # [bi, bt, L]
+        ctx_sq = torch.einsum("ijlr,ijlr->ijl", (a.view(bi, bt * n_w, n_r) @ gram).view(bi, bt, n_w, n_r), a)
+        cos = torch.einsum("ijlr,ijlr->ijl", a, logits) * torch.rsqrt(ctx_sq.clamp(min=EPS))   # [bi, bt, L]
         lse = torch.logsumexp((lambda_lse * cos).masked_fill(~mask[None], float("-inf")), dim=2)
         return lse / lambda_lse
     if direction == "i2t":       # regions attend words: normalise over regions, softmax over (real) words

@@ -40,8 +40,10 @@ class Baseline(nn.Module):
         """Estimated bytes one (image, caption) pair of :meth:`score` holds at once."""
         return 4
 
-    def loss(self, scores: torch.Tensor) -> torch.Tensor:
-        return triplet_loss(scores, self.margin, max_violation=True)
+    def loss(self, scores: torch.Tensor, max_violation: bool = True) -> torch.Tensor:
+        """VSE++'s triplet loss: the hardest negatives (``max_violation``, the systems' own loss) or the sum over
+        all negatives (the warm-up of :class:`~osdpm_lib.baselines.run.BaselineConfig`'s ``warmup_epochs``)."""
+        return triplet_loss(scores, self.margin, max_violation=max_violation)
 
 
 def triplet_loss(scores: torch.Tensor, margin: float = 0.2, max_violation: bool = True) -> torch.Tensor:
