@@ -41,13 +41,13 @@ SYSTEMS: dict[str, System] = {
     "SCAN_i2t": System(partial(SCAN, direction="i2t"),
                        "4x4 (64 px) or 7x7 (224 px) grid cells for 36 Faster R-CNN (bottom-up) regions"),
     "AMFMN-soft": System(partial(AMFMN, guidance="soft"),
-                         "guidance modules re-derived from the paper's text; max-violation triplet for the "
+                         "guidance modules re-derived from the paper's text; VSE++'s triplet loss for the "
                          "dynamic-margin triplet loss"),
     "AMFMN-fusion": System(partial(AMFMN, guidance="fusion"),
-                           "guidance modules re-derived from the paper's text; max-violation triplet for the "
+                           "guidance modules re-derived from the paper's text; VSE++'s triplet loss for the "
                            "dynamic-margin triplet loss"),
     "AMFMN-sim": System(partial(AMFMN, guidance="sim"),
-                        "guidance modules re-derived from the paper's text; max-violation triplet for the "
+                        "guidance modules re-derived from the paper's text; VSE++'s triplet loss for the "
                         "dynamic-margin triplet loss"),
     "GaLR": System(GaLR, "grid cells + similarity adjacency GCN for Faster R-CNN objects + DREA; MIDF on one "
                          "token per branch; re-ranking with the code's K=30, Wp1=0.3, Wp2=1.1", rerank=True),

@@ -240,7 +240,7 @@ def run_baselines(data_dir, runs_dir, profile: str = "default", systems=None, se
             res = train_system(cfg, data, Path(runs_dir) / "baselines" / f"{_slug(name)}_s{seed}",
                                frozen_features(cfg, data, feats))
             seconds = time.perf_counter() - t0
-            loss = ("; triplet loss summed over all negatives for the hardest negative (chosen on validation)"
+            loss = ("; the triplet loss summed over all negatives, not only the hardest (chosen on validation)"
                     if cfg.warmup_epochs is None or cfg.warmup_epochs >= cfg.epochs else "")
             base = {"method": name, "seed": seed, "best_epoch": res["best_epoch"], "val_rsum": res["best_val_rsum"],
                     "seconds": round(seconds, 1), "replaced": f"{COMMON}; {SYSTEMS[name].replaced}{loss}"}
