@@ -220,3 +220,26 @@ def test_random_init_is_not_reported_as_a_warning(caplog):
         assert any("random initialisation" in r.getMessage() and r.levelno == logging.INFO for r in caplog.records)
         logging.warning("No pretrained weights loaded for model 'x'. Model initialized randomly.")
     assert "No pretrained weights loaded for model 'x'" in caplog.text
+
+
+def test_forward_returns_normalised_features_temperature_and_osfcm_logits(tiny):
+    """OSDPM.forward: unit image and text embeddings (the same as encode_image / encode_text), exp(logit_scale), and
+    OSFCM's assignment logits = cosine(image, prototype) / tau, by hand."""
+    clip, tok = tiny
+    protos = torch.randn(3, clip.text_projection.shape[-1], generator=torch.Generator().manual_seed(0))
+    model = OSDPM(clip, "osdpm", protos, osfcm_tau=0.25).eval()
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    tokens = tok(["a plane near a runway .", "a river ."])
+    with torch.no_grad():
+        out = model(images, tokens)
+        raw_text = clip.encode_text(tokens, normalize=False)
+        img = model.encode_image(images)
+    assert set(out) == {"image_features", "text_features", "logit_scale", "osfcm_logits"}
+    torch.testing.assert_close(out["image_features"], img)
+    torch.testing.assert_close(out["image_features"].norm(dim=-1), torch.ones(2))
+    torch.testing.assert_close(out["text_features"], raw_text / raw_text.norm(dim=-1, keepdim=True))
+    torch.testing.assert_close(model.encode_text(tokens, normalize=False), raw_text)
+    assert float(out["logit_scale"]) == pytest.approx(float(clip.logit_scale.exp()))
+    cos = img @ (protos / protos.norm(dim=-1, keepdim=True)).T
+    torch.testing.assert_close(out["osfcm_logits"], cos / 0.25)
+    assert "osfcm_logits" not in OSDPM(clip, "clip").eval()(images, tokens)

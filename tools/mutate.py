@@ -35,7 +35,8 @@ TARGETS: dict[str, tuple[str, list[str], list[str] | None]] = {
     "metrics": ("osdpm_lib/metrics.py", ["tests/test_metrics.py", "tests/test_stats.py"], None),
     "stats": ("osdpm_lib/stats.py", ["tests/test_stats.py"], None),
     "losses": ("osdpm_lib/losses.py", ["tests/test_losses.py", "tests/test_models.py", "-k", "loss"], None),
-    "models": ("osdpm_lib/models.py", ["tests/test_dapn.py", "tests/test_models.py", "-k", "not checkpoint"], None),
+    "models": ("osdpm_lib/models.py", ["tests/test_dapn.py", "tests/test_models.py", "tests/test_checkpoints.py",
+                                       "tests/test_pretrain.py::test_shipped_checkpoint"], None),
     # The selection and step code of train.py: the training loop ``_train`` (its bookkeeping lines excluded, see
     # TRAIN_SCOPE), the optimisation step, its parameter groups and schedule, and the batches of pairs.
     "train": ("osdpm_lib/train.py",
