@@ -239,7 +239,94 @@ def test_forward_returns_normalised_features_temperature_and_osfcm_logits(tiny):
     torch.testing.assert_close(out["image_features"].norm(dim=-1), torch.ones(2))
     torch.testing.assert_close(out["text_features"], raw_text / raw_text.norm(dim=-1, keepdim=True))
     torch.testing.assert_close(model.encode_text(tokens, normalize=False), raw_text)
-    assert float(out["logit_scale"]) == pytest.approx(float(clip.logit_scale.exp()))
+    assert float(out["logit_scale"]) == pytest.approx(float(clip.logit_scale.detach().exp()))
     cos = img @ (protos / protos.norm(dim=-1, keepdim=True)).T
     torch.testing.assert_close(out["osfcm_logits"], cos / 0.25)
     assert "osfcm_logits" not in OSDPM(clip, "clip").eval()(images, tokens)
+
+
+def test_preprocess_config_reads_size_mean_and_std_of_the_visual_tower():
+    """Image size (the first side of a (H, W) pair), the tower's own normalisation constants, else OpenAI's."""
+    from types import SimpleNamespace
+
+    from osdpm_lib.models import preprocess_config
+
+    own = SimpleNamespace(visual=SimpleNamespace(image_size=(48, 64), image_mean=(0.1, 0.2, 0.3),
+                                                 image_std=(0.4, 0.5, 0.6)))
+    assert preprocess_config(own) == {"image_size": 48, "mean": (0.1, 0.2, 0.3), "std": (0.4, 0.5, 0.6)}
+    bare = SimpleNamespace(visual=SimpleNamespace(image_size=32))
+    assert preprocess_config(bare) == {"image_size": 32, "mean": tuple(open_clip.OPENAI_DATASET_MEAN),
+                                       "std": tuple(open_clip.OPENAI_DATASET_STD)}
+
+
+def test_defaults_name_the_tiny_model_the_clip_variant_and_free_prototypes_at_tau_0_1(tiny):
+    from osdpm_lib.models import OSFCM
+
+    clip, _ = tiny
+    assert tokenizer_for()(["a plane"]).shape == (1, 24)            # osdpm-tiny-vit's context length
+    base = OSDPM(clip)
+    assert base.variant == "clip" and base.dapn is None and base.osfcm is None
+    protos = torch.randn(3, clip.text_projection.shape[-1])
+    osfcm = OSFCM(protos)
+    assert osfcm.mode == "free" and osfcm.tau == 0.1
+    assert OSDPM(clip, "osdpm", protos).osfcm.tau == 0.1
+    torch.testing.assert_close(osfcm.prototypes.norm(dim=-1), torch.ones(3))   # each prototype a unit vector
+
+
+def test_dapn_config_validation():
+    from osdpm_lib.models import DAPNConfig
+
+    cfg = DAPNConfig(layers=[-2.0], scales=[1, 3])         # lists (as in config.json) become tuples of ints
+    assert cfg.layers == (-2,) and type(cfg.layers) is tuple and cfg.scales == (1, 3)
+    assert DAPNConfig(reduction=1, rounds=1, temperature=1e-3).reduction == 1
+    with pytest.raises(ValueError, match="DAPN needs at least one of its two attention modules"):
+        DAPNConfig(collaborative=False, saliency=False)
+    for scales in ((0,), (2, 0), ()):
+        with pytest.raises(ValueError, match="DAPN scales must be positive region counts"):
+            DAPNConfig(scales=scales)
+    for bad in ({"rounds": 0}, {"reduction": 0}, {"temperature": 0.0}, {"temperature": -1.0}):
+        with pytest.raises(ValueError, match="rounds and reduction must be >= 1 and temperature > 0"):
+            DAPNConfig(**bad)
+
+
+def test_osdpm_variants_build_their_modules_and_list_their_parameters(tiny):
+    clip, _ = tiny
+    protos = torch.randn(3, clip.text_projection.shape[-1])
+    with pytest.raises(ValueError, match=r"variant 'osdpm' needs category_prototypes \(text embeddings of category "
+                                         r"names\)"):
+        OSDPM(clip, "osdpm")
+    full = OSDPM(clip, "osdpm", protos)
+    assert full.variant == "osdpm" and full.dapn is not None and full.osfcm is not None
+    assert [id(p) for p in full.module_parameters()] == [id(p) for p in [*full.dapn.parameters(),
+                                                                          *full.osfcm.parameters()]]
+    base = OSDPM(clip, "clip")
+    assert base.module_parameters() == []
+    with pytest.raises(ValueError, match="variant 'clip' has no DAPN"):
+        base.image_parts(torch.zeros(1, 3, 64, 64))
+    z, maps = base.eval().encode_image(torch.zeros(1, 3, 64, 64), return_maps=True)
+    assert maps == {}
+
+
+def test_dapn_output_width_follows_the_text_projection(tiny):
+    """DAPN's delta lives in the joint space: its width is the text projection's output width, whether that is a
+    matrix [width, embed] (ViT CLIP) or a Linear layer."""
+    import copy
+
+    clip, _ = tiny
+    wide = copy.deepcopy(clip)
+    del wide.text_projection
+    wide.text_projection = torch.nn.Parameter(torch.randn(clip.text_projection.shape[0], 96))
+    assert OSDPM(wide, "clip+dapn").dapn.out.out_features == 96
+    del wide.text_projection
+    wide.text_projection = torch.nn.Linear(clip.text_projection.shape[0], 80, bias=False)
+    assert OSDPM(wide, "clip+dapn").dapn.out.out_features == 80
+
+
+def test_image_embedding_is_pooled_plus_dapn_delta(tiny_models):
+    model = tiny_models["models"]["clip+dapn"]
+    x = tiny_models["norm"](tiny_models["images"])
+    with torch.no_grad():
+        pooled, delta, _ = model.image_parts(x)
+        z = model.encode_image(x, normalize=False)
+    assert delta.abs().max() > 0
+    torch.testing.assert_close(z, pooled + delta)
