@@ -6,6 +6,7 @@ forward hook on the channel MLP (its last call is the final round's)."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from osdpm_lib.models import DAPN, CollaborativeAttention, SaliencyRegionAttention
 
@@ -145,7 +146,8 @@ def test_region_attention_by_hand():
     context = torch.randn(1, 8, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         obj, m, scale_w = att(x, context)
-        sal = torch.sigmoid(att.saliency(x))[0, 0].flatten()           # [4]
+        conv1, conv2 = att.saliency[0], att.saliency[2]                # 1x1 conv, GELU, 1x1 conv
+        sal = torch.sigmoid(conv2(F.gelu(conv1(x))))[0, 0].flatten()    # [4]
         cells = x[0].flatten(1)                                         # [8, 4]
         per1 = cells @ torch.softmax(sal / 0.5, 0)
         per2 = (cells * sal).sum(1) / sal.sum()
@@ -161,10 +163,12 @@ def collaborative_by_hand(att: CollaborativeAttention, x: torch.Tensor):
     b, c, h, w = x.shape
     a_s = torch.ones(b, h * w, dtype=x.dtype) / (h * w)
     flat = x.flatten(2)                                              # [B, C, N]
+    fc1, fc2 = att.channel_mlp[0], att.channel_mlp[2]                # Linear, GELU, Linear
+    conv1, conv2 = att.spatial[0], att.spatial[2]                    # 1x1 conv, GELU, 3x3 conv
     for _ in range(att.rounds):
         desc = torch.einsum("bcn,bn->bc", flat, a_s)
-        a_c = torch.sigmoid(att.channel_mlp(desc))
-        a_s = torch.softmax(att.spatial(x * a_c[:, :, None, None]).flatten(1), dim=1)
+        a_c = torch.sigmoid(fc2(F.gelu(fc1(desc))))
+        a_s = torch.softmax(conv2(F.gelu(conv1(x * a_c[:, :, None, None]))).flatten(1), dim=1)
     return torch.einsum("bcn,bc,bn->bc", flat, a_c, a_s), a_s.view(b, h, w)
 
 
@@ -187,3 +191,17 @@ def test_collaborative_attention_runs_on_the_inputs_device():
     att = CollaborativeAttention(DIM, reduction=2, rounds=1).to("meta")
     context, a_s = att(torch.empty(2, DIM, H, W, device="meta"))
     assert context.device.type == "meta" and a_s.shape == (2, H, W)
+
+
+def test_module_defaults_are_dapn_configs_defaults():
+    """The attention modules built without arguments use DAPNConfig's defaults (rounds, reduction, scales,
+    temperature), so that a DAPN built from the config and one built from the modules agree."""
+    from osdpm_lib.models import DAPNConfig
+
+    cfg = DAPNConfig()
+    att, reg = CollaborativeAttention(64), SaliencyRegionAttention(64)
+    assert att.rounds == cfg.rounds and att.channel_mlp[0].out_features == 64 // cfg.reduction
+    assert reg.scales == cfg.scales and reg.temperature == cfg.temperature
+    assert reg.saliency[0].out_channels == 64 // cfg.reduction
+    dapn = DAPN(64, 8, {"reduction": 2})                     # the config's reduction reaches both modules
+    assert dapn.collab.channel_mlp[0].out_features == 32 and dapn.region.saliency[0].out_channels == 32

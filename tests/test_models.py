@@ -217,7 +217,8 @@ def test_random_init_is_not_reported_as_a_warning(caplog):
     with caplog.at_level(logging.INFO):
         build_clip("osdpm-tiny-vit", None)
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
-        assert any("random initialisation" in r.getMessage() and r.levelno == logging.INFO for r in caplog.records)
+        assert any(r.getMessage() == "osdpm-tiny-vit: random initialisation (no pretrained weights asked for)"
+                   and r.levelno == logging.INFO for r in caplog.records)
         logging.warning("No pretrained weights loaded for model 'x'. Model initialized randomly.")
     assert "No pretrained weights loaded for model 'x'" in caplog.text
 
@@ -330,3 +331,74 @@ def test_image_embedding_is_pooled_plus_dapn_delta(tiny_models):
         z = model.encode_image(x, normalize=False)
     assert delta.abs().max() > 0
     torch.testing.assert_close(z, pooled + delta)
+
+
+def test_build_clip_hands_open_clip_its_arguments_and_never_unpickles_code(tmp_path, tiny, monkeypatch):
+    """Random init, a local checkpoint and an open_clip tag: open_clip gets the model name, the extra arguments,
+    no pretrained tag where the weights are local or random, and weights_only=True wherever it reads a file."""
+    clip, _ = tiny
+    calls = []
+    real_create, real_load = open_clip.create_model, open_clip.load_checkpoint
+
+    def create(*a, **kw):
+        calls.append(("create", a, kw))
+        return real_create(*a, **kw) if kw.get("pretrained") is None else "from open_clip"
+
+    def load(*a, **kw):
+        calls.append(("load", a, kw))
+        return real_load(*a, **kw)
+    monkeypatch.setattr(open_clip, "create_model", create)
+    monkeypatch.setattr(open_clip, "load_checkpoint", load)
+
+    build_clip("osdpm-tiny-vit", None, force_quick_gelu=False)
+    assert calls == [("create", ("osdpm-tiny-vit",), {"pretrained": None, "weights_only": True,
+                                                       "force_quick_gelu": False})]
+    calls.clear()
+    path = tmp_path / "tiny.pt"
+    torch.save(clip.state_dict(), path)
+    build_clip("osdpm-tiny-vit", str(path), force_quick_gelu=False)
+    assert [c[0] for c in calls] == ["create", "load"]
+    assert calls[0][1:] == (("osdpm-tiny-vit",), {"pretrained": None, "force_quick_gelu": False})
+    assert calls[1][1][1:] == (str(path),) and calls[1][2] == {"weights_only": True}
+    calls.clear()
+    assert build_clip("osdpm-tiny-vit", "openai", force_quick_gelu=False) == "from open_clip"   # a tag, not a file
+    assert calls == [("create", ("osdpm-tiny-vit",), {"pretrained": "openai", "weights_only": True,
+                                                       "force_quick_gelu": False})]
+    calls.clear()
+    build_clip()
+    assert calls[0][1] == ("osdpm-tiny-vit",)                  # the default model is the tiny one
+
+
+def test_misfit_checkpoint_error_quotes_open_clips_reason_on_one_line(tmp_path, tiny_clip):
+    from osdpm_lib.checkpoints import CheckpointError
+
+    state = dict(tiny_clip.state_dict()) | {f"extra.block{i}.weight": torch.zeros(1) for i in range(60)}
+    path = tmp_path / "extra.pt"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as err:
+        build_clip("osdpm-tiny-vit", str(path))
+    detail = str(err.value).split("architecture?): ", 1)[1]
+    assert "Unexpected key(s)" in detail and "extra.block0.weight" in detail
+    assert "\n" not in detail and "  " not in detail and "XX" not in detail
+    assert len(detail) == 600      # PyTorch's list of 60 unexpected keys is longer: cut at 600 characters
+
+
+def test_bundled_weights_only_for_a_plain_tag_with_a_file():
+    from osdpm_lib.models import bundled_weights
+
+    assert bundled_weights("osdpm-tiny-vit", None) is None
+    assert bundled_weights("osdpm-tiny-vit", "hf-hub:org/model") is None
+    assert bundled_weights("osdpm-tiny-vit", "no-such-tag") is None
+
+
+def test_visual_grid_accepts_every_block_index_and_names_the_valid_range(tiny):
+    clip, _ = tiny
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        first, _ = visual_grid(clip.visual, x, (-3,)), visual_grid(clip.visual, x, (2,))
+    assert first[1].shape == (1, 128, 8, 8)
+    for bad in ((3,), (-4,), ()):
+        with pytest.raises(ValueError, match=r"the visual transformer has 3 blocks \(valid indices -3\.\.2\)"):
+            visual_grid(clip.visual, x, bad)
+    with pytest.raises(TypeError, match="ModifiedResNet, not Linear"):
+        visual_grid(torch.nn.Linear(2, 2), x)
