@@ -167,3 +167,23 @@ def test_step_receives_no_prior_without_osfcm(bundle, tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "Stepper", RecordingStepper)
     train(config("clip", epochs=1), tmp_path, tmp_path / "run", bundle=dataclasses.replace(bundle, prior=None))
     assert RecordingStepper.seen and all(p is None for _, _, p in RecordingStepper.seen)
+
+
+def test_epoch_size_and_batch_pairs_by_caption_and_by_image(bundle):
+    """``epoch_unit="caption"``: an epoch runs over the captions, each batch entry is a caption and its own image;
+    ``"image"``: over the images, one random caption of each.  A process's part of the global batch gets the same
+    pairs as the same rows of the whole batch (every rank draws the whole batch's random numbers)."""
+    tr = bundle.train
+    by_caption, by_image = config(epoch_unit="caption"), config(epoch_unit="image")
+    assert train_mod.epoch_size(by_caption, tr) == len(tr.captions) == 2 * N_TRAIN
+    assert train_mod.epoch_size(by_image, tr) == N_TRAIN
+    batch = torch.tensor([5, 0, 17, 3, 40, 41])
+    idx, cap = train_mod.batch_pairs(by_caption, batch, tr.caption_index(), tr.caption_image, torch.Generator())
+    assert torch.equal(cap, batch) and torch.equal(idx, tr.caption_image[batch])
+    batch = batch[:4]
+    whole = train_mod.batch_pairs(by_image, batch, tr.caption_index(), tr.caption_image,
+                                  torch.Generator().manual_seed(1))
+    part = train_mod.batch_pairs(by_image, batch, tr.caption_index(), tr.caption_image,
+                                 torch.Generator().manual_seed(1), slice(1, 3))
+    assert torch.equal(whole[0], batch) and torch.equal(tr.caption_image[whole[1]], batch)
+    assert torch.equal(part[0], whole[0][1:3]) and torch.equal(part[1], whole[1][1:3])
