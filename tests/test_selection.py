@@ -13,7 +13,7 @@ import pytest
 from osdpm_lib.evaluate import Encoded
 import torch
 
-from osdpm_lib import lexicon
+from osdpm_lib import checkpoints, lexicon
 from osdpm_lib import train as train_mod
 from osdpm_lib.cache import Normalizer, SplitTensors
 from osdpm_lib.data import ImageRecord
@@ -120,6 +120,7 @@ def test_selection_uses_validation_every_epoch_and_first_maximum(bundle, tmp_pat
     assert others and not any(_same_state(states[-1], states[e]) for e in others)
     hist = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert len(hist) == epochs + 2 and "test" not in hist[0]
+    assert checkpoints.load(tmp_path / "run" / "best.pt")["epoch"] == best_epoch    # best.pt records its epoch
 
 
 class RecordingStepper(train_mod.Stepper):
