@@ -121,6 +121,8 @@ def test_selection_uses_validation_every_epoch_and_first_maximum(bundle, tmp_pat
     hist = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert len(hist) == epochs + 2 and "test" not in hist[0]
     assert checkpoints.load(tmp_path / "run" / "best.pt")["epoch"] == best_epoch    # best.pt records its epoch
+    train_s = [float(line.split(",")[hist[0].split(",").index("train_s")]) for line in hist[1:]]
+    assert (res["variant"], res["seed"], res["train_s"]) == ("clip", 0, round(sum(train_s), 2))
 
 
 class RecordingStepper(train_mod.Stepper):
