@@ -126,13 +126,13 @@ def _flat(n_img: int, i2t: float, t2i_share: float, cpi: int = 5) -> np.ndarray:
 
 def test_argument_errors_name_the_run_and_the_fault():
     a3 = _runs(12, 20, 0.5, 3)
-    with pytest.raises(ValueError, match=r"a\[0\] has shape \(20, 6\).*from per_image_contributions\(\)"):
+    with pytest.raises(ValueError, match=r"^a\[0\] has shape \(20, 6\).*from per_image_contributions\(\)$"):
         paired_bootstrap([x[:, :6] for x in a3], a3)
     with pytest.raises(ValueError, match=r"b\[1\] has shape"):
         paired_bootstrap(a3, [a3[0], a3[1][:, :6], a3[2]])
     with pytest.raises(ValueError, match="b is empty"):
         paired_bootstrap(a3, [])
-    with pytest.raises(ValueError, match=r"b may also hold a single reference run, used for every seed"):
+    with pytest.raises(ValueError, match=r"\(b may also hold a single reference run, used for every seed\)$"):
         paired_bootstrap(a3, a3[:2])
     with pytest.raises(ValueError, match=r"a\[1\] has 10 images, a\[0\] has 20; all runs must be scored on the "
                                          r"same test images"):
@@ -159,6 +159,9 @@ def test_defaults_are_2000_replicates_seed_0_and_95_percent():
     assert r.n_boot == 2000 and r.level == 0.95 and np.array_equal(r.replicates, explicit.replicates)
     df = compare_runs({"a": a, "b": b}, [("a", "b")])
     assert df["n_boot"][0] == 2000 and (df["ci_low"][0], df["ci_high"][0]) == (r.ci_low, r.ci_high)
+    a, b = _runs(21, 40, 0.6, 3), _runs(22, 40, 0.5, 3)                    # seed 0 of compare_runs, too
+    assert compare_runs({"a": a, "b": b}, [("a", "b")], n_boot=300)["ci_low"][0] == \
+        paired_bootstrap(a, b, n_boot=300, seed=0).ci_low != paired_bootstrap(a, b, n_boot=300, seed=1).ci_low
     assert df["per_seed"][0] == ", ".join(f"{v:.2f}" for v in r.per_seed)      # two decimals
 
 
@@ -208,6 +211,9 @@ def test_interval_and_p_value_follow_their_definitions():
     p = 2 * min(np.mean(reps <= 0), np.mean(reps >= 0))
     assert 0 < p < 1 and r.p_two_sided == pytest.approx(p, abs=1e-12)
     assert r.level == 0.8
+    c = paired_bootstrap(_runs(19, 40, 0.6, 3), _runs(20, 40, 0.5, 3), n_boot=500, level=0.8)   # continuous
+    assert (c.ci_low, c.ci_high) == tuple(np.quantile(c.replicates, [0.1, 0.9]))
+    assert np.quantile(c.replicates, 0.2 / 3) != c.ci_low and np.quantile(c.replicates, 1 - 0.2 / 3) != c.ci_high
 
 
 def test_interval_above_zero_by_less_than_one_point_excludes_zero():
