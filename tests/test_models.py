@@ -280,7 +280,7 @@ def test_dapn_config_validation():
     cfg = DAPNConfig(layers=[-2.0], scales=[1, 3])         # lists (as in config.json) become tuples of ints
     assert cfg.layers == (-2,) and type(cfg.layers) is tuple and cfg.scales == (1, 3)
     assert DAPNConfig(reduction=1, rounds=1, temperature=1e-3).reduction == 1
-    with pytest.raises(ValueError, match="DAPN needs at least one of its two attention modules"):
+    with pytest.raises(ValueError, match="^DAPN needs at least one of its two attention modules$"):
         DAPNConfig(collaborative=False, saliency=False)
     for scales in ((0,), (2, 0), ()):
         with pytest.raises(ValueError, match="DAPN scales must be positive region counts"):
@@ -293,8 +293,8 @@ def test_dapn_config_validation():
 def test_osdpm_variants_build_their_modules_and_list_their_parameters(tiny):
     clip, _ = tiny
     protos = torch.randn(3, clip.text_projection.shape[-1])
-    with pytest.raises(ValueError, match=r"variant 'osdpm' needs category_prototypes \(text embeddings of category "
-                                         r"names\)"):
+    with pytest.raises(ValueError, match=r"^variant 'osdpm' needs category_prototypes \(text embeddings of category "
+                                         r"names\)$"):
         OSDPM(clip, "osdpm")
     full = OSDPM(clip, "osdpm", protos)
     assert full.variant == "osdpm" and full.dapn is not None and full.osfcm is not None

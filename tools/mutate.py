@@ -151,22 +151,31 @@ def run(target: str, max_children: int) -> dict:
 
 def rerun(target: str, max_children: int) -> dict:
     """Test the survivors of the last run of ``target`` again, with the current ``tests/`` (after tests were added
-    for them); the other mutants keep their results.  The module itself must be unchanged since that run."""
-    module, tests, globs = TARGETS[target]
+    for them); the other mutants keep their results (a test added cannot revive a killed mutant).  The module itself
+    must be unchanged since that run.  Where the target's test selection changed since (mutmut would then drop every
+    result), the survivors are tested in a fresh layout."""
+    module, tests, _ = TARGETS[target]
     work = WORK / target
     summary = json.loads((work / "summary.json").read_text())
-    if (work / module).read_text() != (ROOT / module).read_text():
+    if target != "train" and (work / module).read_text() != (ROOT / module).read_text():   # (train: the copy has
+        # TRAIN_SCOPE's pragmas)
         raise SystemExit(f"{module} changed since the last run of {target}: run it again in full")
-    shutil.rmtree(work / "tests")
-    shutil.copytree(ROOT / "tests", work / "tests", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    if f"pytest_add_cli_args_test_selection = {json.dumps(tests)}" in (work / "pyproject.toml").read_text():
+        shutil.rmtree(work / "tests")
+        shutil.copytree(ROOT / "tests", work / "tests", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    else:
+        work = _layout(target)
     t0 = time.time()
-    if summary["survivors"]:
-        _mutmut(work, "run", "--max-children", str(max_children), *summary["survivors"], check=False)
-    st = statuses(work)
-    if globs:
-        st = {k: v for k, v in st.items() if any(fnmatch.fnmatchcase(k, g) for g in globs)}
-    result = {**summary, "rerun_wall_s": round(time.time() - t0), "survivors_before": summary["survivors"],
-              **score(st), "survivors": sorted(k for k, v in st.items() if v not in ("killed", "timeout", "segfault"))}
+    before = summary["survivors"]
+    if before:
+        _mutmut(work, "run", "--max-children", str(max_children), *before, check=False)
+    st = {k: v for k, v in statuses(work).items() if k in before}
+    newly = sum(v in ("killed", "timeout", "segfault") for v in st.values())
+    left = sorted(k for k in before if st.get(k) not in ("killed", "timeout", "segfault"))
+    result = {**summary, "rerun_wall_s": round(time.time() - t0), "survivors_before": before,
+              "killed": summary["killed"] + newly, "score": round(100.0 * (summary["killed"] + newly)
+                                                                   / summary["tested"], 1),
+              "survivors": left}
     (work / "summary.json").write_text(json.dumps(result, indent=2))
     return result
 
