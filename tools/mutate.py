@@ -41,7 +41,8 @@ TARGETS: dict[str, tuple[str, list[str], list[str] | None]] = {
     # TRAIN_SCOPE), the optimisation step, its parameter groups and schedule, and the batches of pairs.
     "train": ("osdpm_lib/train.py",
               ["tests/test_selection.py", "tests/test_train.py", "-k",
-               "selection_uses or step_receives or frozen_backbone or config_plumbing or epoch_size_and_batch_pairs"],
+               "selection_uses or step_receives or frozen_backbone or config_plumbing or epoch_size_and_batch_pairs "
+               "or schedule_is_linear or param_groups_split or stepper_hands"],
               # A systematic sample: the mutants whose number ends in 0 or 5 (one in five).  Each mutant of this
               # module trains the tiny model in four tests (about 15 s a mutant on the shared 2-core machine; all
               # ~510 would take two hours).
