@@ -6,6 +6,7 @@ forward hook on the channel MLP (its last call is the final round's)."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from osdpm_lib.models import DAPN, CollaborativeAttention, SaliencyRegionAttention
 
@@ -145,7 +146,8 @@ def test_region_attention_by_hand():
     context = torch.randn(1, 8, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         obj, m, scale_w = att(x, context)
-        sal = torch.sigmoid(att.saliency(x))[0, 0].flatten()           # [4]
+        conv1, conv2 = att.saliency[0], att.saliency[2]                # 1x1 conv, GELU, 1x1 conv
+        sal = torch.sigmoid(conv2(F.gelu(conv1(x))))[0, 0].flatten()    # [4]
         cells = x[0].flatten(1)                                         # [8, 4]
         per1 = cells @ torch.softmax(sal / 0.5, 0)
         per2 = (cells * sal).sum(1) / sal.sum()
@@ -153,3 +155,53 @@ def test_region_attention_by_hand():
     torch.testing.assert_close(m[0].flatten(), sal)
     torch.testing.assert_close(scale_w[0], w)
     torch.testing.assert_close(obj[0], w[0] * per1 + w[1] * per2, rtol=1e-5, atol=1e-6)
+
+
+def collaborative_by_hand(att: CollaborativeAttention, x: torch.Tensor):
+    """CollaborativeAttention's forward written out: uniform spatial weights to start, then per round the
+    spatially attended descriptor -> channel weights -> channel-weighted saliency -> spatial softmax."""
+    b, c, h, w = x.shape
+    a_s = torch.ones(b, h * w, dtype=x.dtype) / (h * w)
+    flat = x.flatten(2)                                              # [B, C, N]
+    fc1, fc2 = att.channel_mlp[0], att.channel_mlp[2]                # Linear, GELU, Linear
+    conv1, conv2 = att.spatial[0], att.spatial[2]                    # 1x1 conv, GELU, 3x3 conv
+    for _ in range(att.rounds):
+        desc = torch.einsum("bcn,bn->bc", flat, a_s)
+        a_c = torch.sigmoid(fc2(F.gelu(fc1(desc))))
+        a_s = torch.softmax(conv2(F.gelu(conv1(x * a_c[:, :, None, None]))).flatten(1), dim=1)
+    return torch.einsum("bcn,bc,bn->bc", flat, a_c, a_s), a_s.view(b, h, w)
+
+
+def test_collaborative_attention_by_hand_in_float64_on_a_7x7_grid():
+    """The whole forward against the written-out rounds, in float64 (1/49 is not exact in float32) on a grid of
+    another size than the fixtures'."""
+    torch.manual_seed(3)
+    att = CollaborativeAttention(DIM, reduction=2, rounds=2).double().eval()
+    x = torch.randn(2, DIM, 7, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        context, a_s = att(x)
+        want_context, want_a_s = collaborative_by_hand(att, x)
+    assert context.dtype == torch.float64
+    torch.testing.assert_close(context, want_context, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(a_s, want_a_s, rtol=1e-12, atol=1e-14)
+
+
+def test_collaborative_attention_runs_on_the_inputs_device():
+    """Its starting spatial weights are made on the input's device ("meta" stands in for a GPU)."""
+    att = CollaborativeAttention(DIM, reduction=2, rounds=1).to("meta")
+    context, a_s = att(torch.empty(2, DIM, H, W, device="meta"))
+    assert context.device.type == "meta" and a_s.shape == (2, H, W)
+
+
+def test_module_defaults_are_dapn_configs_defaults():
+    """The attention modules built without arguments use DAPNConfig's defaults (rounds, reduction, scales,
+    temperature), so that a DAPN built from the config and one built from the modules agree."""
+    from osdpm_lib.models import DAPNConfig
+
+    cfg = DAPNConfig()
+    att, reg = CollaborativeAttention(64), SaliencyRegionAttention(64)
+    assert att.rounds == cfg.rounds and att.channel_mlp[0].out_features == 64 // cfg.reduction
+    assert reg.scales == cfg.scales and reg.temperature == cfg.temperature
+    assert reg.saliency[0].out_channels == 64 // cfg.reduction
+    dapn = DAPN(64, 8, {"reduction": 2})                     # the config's reduction reaches both modules
+    assert dapn.collab.channel_mlp[0].out_features == 32 and dapn.region.saliency[0].out_channels == 32

@@ -79,6 +79,7 @@ def test_osdpm_loss_is_contrastive_plus_lambda_times_osfcm():
         assert float(losses["total"]) == pytest.approx(contrastive + lam * osfcm, rel=1e-5)
     off = OSDPMLoss(0.0)(out, prior)
     assert "osfcm" not in off and float(off["total"]) == pytest.approx(contrastive, rel=1e-5)
+    assert "osfcm" not in OSDPMLoss()(out, prior)             # by default (lambda 0) the CLIP baseline's loss
     assert "osfcm" not in OSDPMLoss(1.0)(out, None)           # no prior given: contrastive only
     no_head = {k: v for k, v in out.items() if k != "osfcm_logits"}
     assert "osfcm" not in OSDPMLoss(1.0)(no_head, prior)     # a variant without OSFCM
@@ -113,6 +114,10 @@ def test_osdpm_loss_under_ddp_divides_by_global_count_per_rank(monkeypatch):
     got = loss(out, torch.tensor([*rows, [0.0, 0.0, 0.0]]))["osfcm"]
     total = kl_by_hand(rows[0], LOGITS[0]) + kl_by_hand(rows[1], LOGITS[1])
     assert float(got) == pytest.approx(total / ((2 + 3) / 2), rel=1e-5)
+    # one image with a prior over both ranks: the divisor is 1/2 per rank (not clamped to 1)
+    monkeypatch.setattr(losses_mod.dist, "all_reduce", lambda t: None)
+    got = loss(out, torch.tensor([rows[0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))["osfcm"]
+    assert float(got) == pytest.approx(kl_by_hand(rows[0], LOGITS[0]) / 0.5, rel=1e-5)
 
 
 # ------------------------------------------------------------------ ambiguity weights and warm-up
@@ -128,11 +133,19 @@ def test_ambiguity_weights_modes():
     logits = torch.tensor([[3.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 0.1]])
     prior = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.5, 0.5, 0.0]])
     assert torch.equal(ambiguity_weights(logits, prior, "all"), torch.ones(3))
+    assert torch.equal(ambiguity_weights(logits, prior), torch.ones(3))       # the default mode is "all"
     # "ambiguous": the nearest prototype is not a category of the image's prior (images 1 and 2)
     assert torch.equal(ambiguity_weights(logits, prior, "ambiguous"), torch.tensor([0.0, 1.0, 1.0]))
     assert torch.allclose(ambiguity_weights(logits, prior, "entropy"), assignment_ambiguity(logits))
     with pytest.raises(ValueError, match="unknown OSFCM ambiguity"):
         ambiguity_weights(logits, prior, "hard")
+
+
+def test_ambiguity_weights_live_on_the_logits_device():
+    """The weights are made on the device of the logits (no host tensor in a GPU loss); "meta" stands in for a GPU."""
+    logits, prior = torch.zeros(3, 4, device="meta"), torch.zeros(3, 4, device="meta")
+    for mode in ("all", "entropy", "ambiguous"):
+        assert ambiguity_weights(logits, prior, mode).device.type == "meta"
 
 
 def test_weighted_osfcm_loss_is_the_weighted_mean_of_per_image_kl():
@@ -146,6 +159,8 @@ def test_weighted_osfcm_loss_is_the_weighted_mean_of_per_image_kl():
     assert OSFCMLoss()(logits, prior, w) == pytest.approx(float(expected), rel=1e-5)
     assert OSFCMLoss()(logits, prior) == pytest.approx(float((kl[0] + kl[1]) / 2), rel=1e-5)
     assert OSFCMLoss()(logits, prior, torch.zeros(3)) == 0
+    # weights summing to less than 1 still divide: one image of weight 0.5 is a mean over that image
+    assert OSFCMLoss()(logits, prior, torch.tensor([0.5, 0.0, 0.0])) == pytest.approx(float(kl[0]), rel=1e-5)
 
 
 def test_osdpm_loss_lambda_scale_and_ambiguity():
@@ -159,5 +174,14 @@ def test_osdpm_loss_lambda_scale_and_ambiguity():
     ent = OSDPMLoss(1.0, ambiguity="entropy")(out, prior)
     w = assignment_ambiguity(out["osfcm_logits"])
     assert ent["osfcm"] == pytest.approx(float(OSFCMLoss()(out["osfcm_logits"], prior, w)), rel=1e-6)
+    # "ambiguous" weighs by the image's own prior: only the images whose nearest prototype has no prior mass count
+    top = out["osfcm_logits"].argmax(dim=1)
+    sparse = prior.clone()
+    sparse[[0, 1], top[[0, 1]]] = 0.0
+    amb = OSDPMLoss(1.0, ambiguity="ambiguous")(out, sparse)
+    w = ambiguity_weights(out["osfcm_logits"], sparse, "ambiguous")
+    assert w.tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert amb["osfcm"] == pytest.approx(float(OSFCMLoss()(out["osfcm_logits"], sparse, w)), rel=1e-6)
+    assert amb["osfcm"] != pytest.approx(float(OSFCMLoss()(out["osfcm_logits"], sparse)), rel=1e-3)
     with pytest.raises(ValueError, match="ambiguity"):
         OSDPMLoss(1.0, ambiguity="sometimes")

@@ -217,6 +217,188 @@ def test_random_init_is_not_reported_as_a_warning(caplog):
     with caplog.at_level(logging.INFO):
         build_clip("osdpm-tiny-vit", None)
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
-        assert any("random initialisation" in r.getMessage() and r.levelno == logging.INFO for r in caplog.records)
+        assert any(r.getMessage() == "osdpm-tiny-vit: random initialisation (no pretrained weights asked for)"
+                   and r.levelno == logging.INFO for r in caplog.records)
         logging.warning("No pretrained weights loaded for model 'x'. Model initialized randomly.")
     assert "No pretrained weights loaded for model 'x'" in caplog.text
+
+
+def test_forward_returns_normalised_features_temperature_and_osfcm_logits(tiny):
+    """OSDPM.forward: unit image and text embeddings (the same as encode_image / encode_text), exp(logit_scale), and
+    OSFCM's assignment logits = cosine(image, prototype) / tau, by hand."""
+    clip, tok = tiny
+    protos = torch.randn(3, clip.text_projection.shape[-1], generator=torch.Generator().manual_seed(0))
+    model = OSDPM(clip, "osdpm", protos, osfcm_tau=0.25).eval()
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    tokens = tok(["a plane near a runway .", "a river ."])
+    with torch.no_grad():
+        out = model(images, tokens)
+        raw_text = clip.encode_text(tokens, normalize=False)
+        img = model.encode_image(images)
+    assert set(out) == {"image_features", "text_features", "logit_scale", "osfcm_logits"}
+    torch.testing.assert_close(out["image_features"], img)
+    torch.testing.assert_close(out["image_features"].norm(dim=-1), torch.ones(2))
+    torch.testing.assert_close(out["text_features"], raw_text / raw_text.norm(dim=-1, keepdim=True))
+    torch.testing.assert_close(model.encode_text(tokens, normalize=False), raw_text)
+    assert float(out["logit_scale"]) == pytest.approx(float(clip.logit_scale.detach().exp()))
+    cos = img @ (protos / protos.norm(dim=-1, keepdim=True)).T
+    torch.testing.assert_close(out["osfcm_logits"], cos / 0.25)
+    assert "osfcm_logits" not in OSDPM(clip, "clip").eval()(images, tokens)
+
+
+def test_preprocess_config_reads_size_mean_and_std_of_the_visual_tower():
+    """Image size (the first side of a (H, W) pair), the tower's own normalisation constants, else OpenAI's."""
+    from types import SimpleNamespace
+
+    from osdpm_lib.models import preprocess_config
+
+    own = SimpleNamespace(visual=SimpleNamespace(image_size=(48, 64), image_mean=(0.1, 0.2, 0.3),
+                                                 image_std=(0.4, 0.5, 0.6)))
+    assert preprocess_config(own) == {"image_size": 48, "mean": (0.1, 0.2, 0.3), "std": (0.4, 0.5, 0.6)}
+    bare = SimpleNamespace(visual=SimpleNamespace(image_size=32))
+    assert preprocess_config(bare) == {"image_size": 32, "mean": tuple(open_clip.OPENAI_DATASET_MEAN),
+                                       "std": tuple(open_clip.OPENAI_DATASET_STD)}
+
+
+def test_defaults_name_the_tiny_model_the_clip_variant_and_free_prototypes_at_tau_0_1(tiny):
+    from osdpm_lib.models import OSFCM
+
+    clip, _ = tiny
+    assert tokenizer_for()(["a plane"]).shape == (1, 24)            # osdpm-tiny-vit's context length
+    base = OSDPM(clip)
+    assert base.variant == "clip" and base.dapn is None and base.osfcm is None
+    protos = torch.randn(3, clip.text_projection.shape[-1])
+    osfcm = OSFCM(protos)
+    assert osfcm.mode == "free" and osfcm.tau == 0.1
+    assert OSDPM(clip, "osdpm", protos).osfcm.tau == 0.1
+    torch.testing.assert_close(osfcm.prototypes.norm(dim=-1), torch.ones(3))   # each prototype a unit vector
+
+
+def test_dapn_config_validation():
+    from osdpm_lib.models import DAPNConfig
+
+    cfg = DAPNConfig(layers=[-2.0], scales=[1, 3])         # lists (as in config.json) become tuples of ints
+    assert cfg.layers == (-2,) and type(cfg.layers) is tuple and cfg.scales == (1, 3)
+    assert DAPNConfig(reduction=1, rounds=1, temperature=1e-3).reduction == 1
+    with pytest.raises(ValueError, match="^DAPN needs at least one of its two attention modules$"):
+        DAPNConfig(collaborative=False, saliency=False)
+    for scales in ((0,), (2, 0), ()):
+        with pytest.raises(ValueError, match="DAPN scales must be positive region counts"):
+            DAPNConfig(scales=scales)
+    for bad in ({"rounds": 0}, {"reduction": 0}, {"temperature": 0.0}, {"temperature": -1.0}):
+        with pytest.raises(ValueError, match="rounds and reduction must be >= 1 and temperature > 0"):
+            DAPNConfig(**bad)
+
+
+def test_osdpm_variants_build_their_modules_and_list_their_parameters(tiny):
+    clip, _ = tiny
+    protos = torch.randn(3, clip.text_projection.shape[-1])
+    with pytest.raises(ValueError, match=r"^variant 'osdpm' needs category_prototypes \(text embeddings of category "
+                                         r"names\)$"):
+        OSDPM(clip, "osdpm")
+    full = OSDPM(clip, "osdpm", protos)
+    assert full.variant == "osdpm" and full.dapn is not None and full.osfcm is not None
+    assert [id(p) for p in full.module_parameters()] == [id(p) for p in [*full.dapn.parameters(),
+                                                                          *full.osfcm.parameters()]]
+    base = OSDPM(clip, "clip")
+    assert base.module_parameters() == []
+    with pytest.raises(ValueError, match="variant 'clip' has no DAPN"):
+        base.image_parts(torch.zeros(1, 3, 64, 64))
+    z, maps = base.eval().encode_image(torch.zeros(1, 3, 64, 64), return_maps=True)
+    assert maps == {}
+
+
+def test_dapn_output_width_follows_the_text_projection(tiny):
+    """DAPN's delta lives in the joint space: its width is the text projection's output width, whether that is a
+    matrix [width, embed] (ViT CLIP) or a Linear layer."""
+    import copy
+
+    clip, _ = tiny
+    wide = copy.deepcopy(clip)
+    del wide.text_projection
+    wide.text_projection = torch.nn.Parameter(torch.randn(clip.text_projection.shape[0], 96))
+    assert OSDPM(wide, "clip+dapn").dapn.out.out_features == 96
+    del wide.text_projection
+    wide.text_projection = torch.nn.Linear(clip.text_projection.shape[0], 80, bias=False)
+    assert OSDPM(wide, "clip+dapn").dapn.out.out_features == 80
+
+
+def test_image_embedding_is_pooled_plus_dapn_delta(tiny_models):
+    model = tiny_models["models"]["clip+dapn"]
+    x = tiny_models["norm"](tiny_models["images"])
+    with torch.no_grad():
+        pooled, delta, _ = model.image_parts(x)
+        z = model.encode_image(x, normalize=False)
+    assert delta.abs().max() > 0
+    torch.testing.assert_close(z, pooled + delta)
+
+
+def test_build_clip_hands_open_clip_its_arguments_and_never_unpickles_code(tmp_path, tiny, monkeypatch):
+    """Random init, a local checkpoint and an open_clip tag: open_clip gets the model name, the extra arguments,
+    no pretrained tag where the weights are local or random, and weights_only=True wherever it reads a file."""
+    clip, _ = tiny
+    calls = []
+    real_create, real_load = open_clip.create_model, open_clip.load_checkpoint
+
+    def create(*a, **kw):
+        calls.append(("create", a, kw))
+        return real_create(*a, **kw) if kw.get("pretrained") is None else "from open_clip"
+
+    def load(*a, **kw):
+        calls.append(("load", a, kw))
+        return real_load(*a, **kw)
+    monkeypatch.setattr(open_clip, "create_model", create)
+    monkeypatch.setattr(open_clip, "load_checkpoint", load)
+
+    build_clip("osdpm-tiny-vit", None, force_quick_gelu=False)
+    assert calls == [("create", ("osdpm-tiny-vit",), {"pretrained": None, "weights_only": True,
+                                                       "force_quick_gelu": False})]
+    calls.clear()
+    path = tmp_path / "tiny.pt"
+    torch.save(clip.state_dict(), path)
+    build_clip("osdpm-tiny-vit", str(path), force_quick_gelu=False)
+    assert [c[0] for c in calls] == ["create", "load"]
+    assert calls[0][1:] == (("osdpm-tiny-vit",), {"pretrained": None, "force_quick_gelu": False})
+    assert calls[1][1][1:] == (str(path),) and calls[1][2] == {"weights_only": True}
+    calls.clear()
+    assert build_clip("osdpm-tiny-vit", "openai", force_quick_gelu=False) == "from open_clip"   # a tag, not a file
+    assert calls == [("create", ("osdpm-tiny-vit",), {"pretrained": "openai", "weights_only": True,
+                                                       "force_quick_gelu": False})]
+    calls.clear()
+    build_clip()
+    assert calls[0][1] == ("osdpm-tiny-vit",)                  # the default model is the tiny one
+
+
+def test_misfit_checkpoint_error_quotes_open_clips_reason_on_one_line(tmp_path, tiny_clip):
+    from osdpm_lib.checkpoints import CheckpointError
+
+    state = dict(tiny_clip.state_dict()) | {f"extra.block{i}.weight": torch.zeros(1) for i in range(60)}
+    path = tmp_path / "extra.pt"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as err:
+        build_clip("osdpm-tiny-vit", str(path))
+    detail = str(err.value).split("architecture?): ", 1)[1]
+    assert "Unexpected key(s)" in detail and "extra.block0.weight" in detail
+    assert "\n" not in detail and "  " not in detail and "XX" not in detail
+    assert len(detail) == 600      # PyTorch's list of 60 unexpected keys is longer: cut at 600 characters
+
+
+def test_bundled_weights_only_for_a_plain_tag_with_a_file():
+    from osdpm_lib.models import bundled_weights
+
+    assert bundled_weights("osdpm-tiny-vit", None) is None
+    assert bundled_weights("osdpm-tiny-vit", "hf-hub:org/model") is None
+    assert bundled_weights("osdpm-tiny-vit", "no-such-tag") is None
+
+
+def test_visual_grid_accepts_every_block_index_and_names_the_valid_range(tiny):
+    clip, _ = tiny
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        first, _ = visual_grid(clip.visual, x, (-3,)), visual_grid(clip.visual, x, (2,))
+    assert first[1].shape == (1, 128, 8, 8)
+    for bad in ((3,), (-4,), ()):
+        with pytest.raises(ValueError, match=r"the visual transformer has 3 blocks \(valid indices -3\.\.2\)"):
+            visual_grid(clip.visual, x, bad)
+    with pytest.raises(TypeError, match="ModifiedResNet, not Linear"):
+        visual_grid(torch.nn.Linear(2, 2), x)

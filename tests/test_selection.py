@@ -13,7 +13,7 @@ import pytest
 from osdpm_lib.evaluate import Encoded
 import torch
 
-from osdpm_lib import lexicon
+from osdpm_lib import checkpoints, lexicon
 from osdpm_lib import train as train_mod
 from osdpm_lib.cache import Normalizer, SplitTensors
 from osdpm_lib.data import ImageRecord
@@ -120,6 +120,9 @@ def test_selection_uses_validation_every_epoch_and_first_maximum(bundle, tmp_pat
     assert others and not any(_same_state(states[-1], states[e]) for e in others)
     hist = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert len(hist) == epochs + 2 and "test" not in hist[0]
+    assert checkpoints.load(tmp_path / "run" / "best.pt")["epoch"] == best_epoch    # best.pt records its epoch
+    train_s = [float(line.split(",")[hist[0].split(",").index("train_s")]) for line in hist[1:]]
+    assert (res["variant"], res["seed"], res["train_s"]) == ("clip", 0, round(sum(train_s), 2))
 
 
 class RecordingStepper(train_mod.Stepper):
@@ -167,3 +170,23 @@ def test_step_receives_no_prior_without_osfcm(bundle, tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "Stepper", RecordingStepper)
     train(config("clip", epochs=1), tmp_path, tmp_path / "run", bundle=dataclasses.replace(bundle, prior=None))
     assert RecordingStepper.seen and all(p is None for _, _, p in RecordingStepper.seen)
+
+
+def test_epoch_size_and_batch_pairs_by_caption_and_by_image(bundle):
+    """``epoch_unit="caption"``: an epoch runs over the captions, each batch entry is a caption and its own image;
+    ``"image"``: over the images, one random caption of each.  A process's part of the global batch gets the same
+    pairs as the same rows of the whole batch (every rank draws the whole batch's random numbers)."""
+    tr = bundle.train
+    by_caption, by_image = config(epoch_unit="caption"), config(epoch_unit="image")
+    assert train_mod.epoch_size(by_caption, tr) == len(tr.captions) == 2 * N_TRAIN
+    assert train_mod.epoch_size(by_image, tr) == N_TRAIN
+    batch = torch.tensor([5, 0, 17, 3, 40, 41])
+    idx, cap = train_mod.batch_pairs(by_caption, batch, tr.caption_index(), tr.caption_image, torch.Generator())
+    assert torch.equal(cap, batch) and torch.equal(idx, tr.caption_image[batch])
+    batch = batch[:4]
+    whole = train_mod.batch_pairs(by_image, batch, tr.caption_index(), tr.caption_image,
+                                  torch.Generator().manual_seed(1))
+    part = train_mod.batch_pairs(by_image, batch, tr.caption_index(), tr.caption_image,
+                                 torch.Generator().manual_seed(1), slice(1, 3))
+    assert torch.equal(whole[0], batch) and torch.equal(tr.caption_image[whole[1]], batch)
+    assert torch.equal(part[0], whole[0][1:3]) and torch.equal(part[1], whole[1][1:3])

@@ -114,3 +114,110 @@ def test_argument_errors():
         paired_bootstrap(a3, [x[:, :6] for x in a3])
     with pytest.raises(ValueError, match="empty"):
         paired_bootstrap([], a3)
+
+
+def _flat(n_img: int, i2t: float, t2i_share: float, cpi: int = 5) -> np.ndarray:
+    """Contributions of a run in which every image contributes alike (``i2t`` hits at each K, ``t2i_share`` of its
+    captions hit at each K): its Rsum, 300 * i2t + 300 * t2i_share, is the same under any image weights."""
+    c = np.empty((n_img, len(COLUMNS)))
+    c[:, :3], c[:, 3:6], c[:, 6] = i2t, t2i_share * cpi, cpi
+    return c
+
+
+def test_argument_errors_name_the_run_and_the_fault():
+    a3 = _runs(12, 20, 0.5, 3)
+    with pytest.raises(ValueError, match=r"^a\[0\] has shape \(20, 6\).*from per_image_contributions\(\)$"):
+        paired_bootstrap([x[:, :6] for x in a3], a3)
+    with pytest.raises(ValueError, match=r"b\[1\] has shape"):
+        paired_bootstrap(a3, [a3[0], a3[1][:, :6], a3[2]])
+    with pytest.raises(ValueError, match="b is empty"):
+        paired_bootstrap(a3, [])
+    with pytest.raises(ValueError, match=r"\(b may also hold a single reference run, used for every seed\)$"):
+        paired_bootstrap(a3, a3[:2])
+    with pytest.raises(ValueError, match=r"a\[1\] has 10 images, a\[0\] has 20; all runs must be scored on the "
+                                         r"same test images"):
+        paired_bootstrap([a3[0], a3[1][:10], a3[2]], a3)
+    other = [x.copy() for x in a3]
+    other[0][0, -1] += 1
+    with pytest.raises(ValueError, match=r"b\[0\] has other captions-per-image counts than a\[0\]; all runs must "
+                                         r"be scored on the same test split"):
+        paired_bootstrap(a3, other)
+    with pytest.raises(ValueError, match=r"a\[2\] has other captions-per-image counts"):
+        paired_bootstrap(a3[:2] + other[:1], a3)
+    for level in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match=rf"level={level}; expected a value in \(0, 1\)"):
+            paired_bootstrap(a3, a3, level=level)
+    with pytest.raises(ValueError, match=r"n_boot=0; expected >= 1"):
+        paired_bootstrap(a3, a3, n_boot=0)
+    assert len(paired_bootstrap(a3, a3, n_boot=1).replicates) == 1       # one replicate is allowed
+
+
+def test_defaults_are_2000_replicates_seed_0_and_95_percent():
+    a, b = _runs(14, 15, 0.6, 2), _runs(15, 15, 0.4, 2)
+    r = paired_bootstrap(a, b)
+    explicit = paired_bootstrap(a, b, n_boot=2000, seed=0, level=0.95)
+    assert r.n_boot == 2000 and r.level == 0.95 and np.array_equal(r.replicates, explicit.replicates)
+    df = compare_runs({"a": a, "b": b}, [("a", "b")])
+    assert df["n_boot"][0] == 2000 and (df["ci_low"][0], df["ci_high"][0]) == (r.ci_low, r.ci_high)
+    a, b = _runs(21, 40, 0.6, 3), _runs(22, 40, 0.5, 3)                    # seed 0 of compare_runs, too
+    assert compare_runs({"a": a, "b": b}, [("a", "b")], n_boot=300)["ci_low"][0] == \
+        paired_bootstrap(a, b, n_boot=300, seed=0).ci_low != paired_bootstrap(a, b, n_boot=300, seed=1).ci_low
+    assert df["per_seed"][0] == ", ".join(f"{v:.2f}" for v in r.per_seed)      # two decimals
+
+
+def test_compare_runs_rows_are_paired_bootstrap_results_with_the_given_arguments():
+    runs = {"x": _runs(16, 30, 0.6, 3), "y": _runs(17, 30, 0.5, 3)}
+    df = compare_runs(runs, [("x", "y")], n_boot=300, seed=5, level=0.9, digits=3)
+    r = paired_bootstrap(runs["x"], runs["y"], n_boot=300, seed=5, level=0.9)
+    row = df.iloc[0]
+    assert (row["diff"], row["ci_low"], row["ci_high"], row["p"]) == (r.diff, r.ci_low, r.ci_high, r.p_two_sided)
+    assert (row["n_seeds"], row["n_images"], row["n_boot"]) == (3, 30, 300)
+    assert row["verdict"] == r.verdict.replace("a − b", "x − y") and "90% CI" in row["verdict"]
+    assert row["per_seed"] == ", ".join(f"{v:.3f}" for v in r.per_seed)
+    empty = compare_runs(runs, [])
+    assert len(empty) == 0 and list(empty.columns)[:3] == ["comparison", "diff", "ci_low"]
+
+
+def test_identical_runs_give_exactly_zero_replicates():
+    """Both runs of a pair are scored under the same image resample: identical runs differ by exactly 0 in every
+    replicate (not only on average)."""
+    a = _runs(18, 40, 0.5, 3)
+    r = paired_bootstrap(a, [x.copy() for x in a], n_boot=200)
+    assert not r.replicates.any() and (r.ci_low, r.ci_high) == (0.0, 0.0)
+
+
+def test_seeds_are_resampled_with_replacement_among_all_seeds():
+    """Seed 0 is better by 600 points under any image weights, seed 1 ties: every replicate is the mean of two seeds
+    drawn with replacement, 0, 300 or 600, and each occurs."""
+    perfect, zero = _flat(10, 1.0, 1.0), _flat(10, 0.0, 0.0)
+    r = paired_bootstrap([perfect, zero], [zero, zero], n_boot=400)
+    assert r.per_seed == [600.0, 0.0]
+    assert set(np.round(r.replicates, 9)) == {0.0, 300.0, 600.0}
+    single = paired_bootstrap([perfect], [zero], n_boot=50)          # a single seed: a[0] is the only run
+    assert single.n_seeds == 1 and np.allclose(single.replicates, 600.0)
+
+
+def test_interval_and_p_value_follow_their_definitions():
+    """Percentile interval at (1 - level) / 2 and its complement; p = 2 min(P*(d <= 0), P*(d >= 0)), capped at 1.
+    Seed differences of +1.5, +100 and -100 points (the same under any image weights) give replicates in (0, 1]
+    (one draw of each seed: 0.5)."""
+    a = [_flat(10, 0.0, 0.005), _flat(10, 1 / 3, 0.0), _flat(10, 0.0, 0.0)]
+    b = [_flat(10, 0.0, 0.0), _flat(10, 0.0, 0.0), _flat(10, 1 / 3, 0.0)]
+    r = paired_bootstrap(a, b, n_boot=2000, level=0.8)
+    assert r.per_seed == pytest.approx([1.5, 100.0, -100.0])
+    reps = r.replicates
+    assert ((reps > 0) & (reps <= 1)).any()
+    assert (r.ci_low, r.ci_high) == tuple(np.quantile(reps, [0.1, 0.9]))
+    p = 2 * min(np.mean(reps <= 0), np.mean(reps >= 0))
+    assert 0 < p < 1 and r.p_two_sided == pytest.approx(p, abs=1e-12)
+    assert r.level == 0.8
+    c = paired_bootstrap(_runs(19, 40, 0.6, 3), _runs(20, 40, 0.5, 3), n_boot=500, level=0.8)   # continuous
+    assert (c.ci_low, c.ci_high) == tuple(np.quantile(c.replicates, [0.1, 0.9]))
+    assert np.quantile(c.replicates, 0.2 / 3) != c.ci_low and np.quantile(c.replicates, 1 - 0.2 / 3) != c.ci_high
+
+
+def test_interval_above_zero_by_less_than_one_point_excludes_zero():
+    a, b = [_flat(10, 0.0, 0.001)] * 2, [_flat(10, 0.0, 0.0)]
+    r = paired_bootstrap(a, b, n_boot=100)
+    assert r.ci_low == pytest.approx(0.3) and r.excludes_zero and r.verdict.startswith("a − b > 0")
+    assert r.p_two_sided == 0.0

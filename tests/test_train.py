@@ -1,3 +1,4 @@
+import math
 import json
 
 import numpy as np
@@ -180,3 +181,79 @@ def test_config_key_of_osdpm_follows_the_lexicon(monkeypatch):
     before = osdpm.key(), clip.key()
     monkeypatch.setattr(lexicon, "CATEGORIES", {**lexicon.CATEGORIES, "tower": ("tower",)})
     assert osdpm.key() != before[0] and clip.key() == before[1]
+
+
+def test_schedule_is_linear_warmup_then_half_cosine_to_zero():
+    from osdpm_lib.train import cosine_with_warmup
+
+    fn = cosine_with_warmup(total_steps=10, warmup_steps=2)
+    assert [fn(s) for s in (0, 1)] == [0.5, 1.0]                              # (step + 1) / warmup
+    assert fn(2) == 1.0 and fn(6) == pytest.approx(0.5) and fn(10) == pytest.approx(0.0, abs=1e-12)
+    assert fn(4) == pytest.approx(0.5 * (1 + math.cos(math.pi * 2 / 8)))
+    assert fn(20) == pytest.approx(0.0, abs=1e-12)                           # progress capped at 1
+    assert cosine_with_warmup(10, 0)(0) == 1.0
+
+
+def test_param_groups_split_weight_decay_by_shape_and_name_and_give_modules_their_lr():
+    from osdpm_lib.train import TrainConfig, build_model, param_groups
+
+    cfg = TrainConfig(variant="osdpm", lr=1e-4, module_lr=1e-3, weight_decay=0.2, progress=False)
+    model, _, _ = build_model(cfg)
+    decay, no_decay, modules = param_groups(model, cfg)
+    names = {id(p): n for n, p in model.clip.named_parameters()}
+    assert (decay["lr"], decay["weight_decay"]) == (1e-4, 0.2)
+    assert (no_decay["lr"], no_decay["weight_decay"]) == (1e-4, 0.0)
+    assert (modules["lr"], modules["weight_decay"]) == (1e-3, 0.0)
+    assert all(p.ndim >= 2 and "embedding" not in names[id(p)] for p in decay["params"])
+    assert {"visual.conv1.weight", "text_projection"} <= {names[id(p)] for p in decay["params"]}   # 4-D, 2-D
+    nd = {names[id(p)] for p in no_decay["params"]}
+    assert {"logit_scale", "token_embedding.weight", "positional_embedding", "ln_final.weight"} <= nd
+    assert [id(p) for p in modules["params"]] == [id(p) for p in model.module_parameters()]
+    assert len(decay["params"]) + len(nd) == len(list(model.clip.parameters()))
+
+
+def test_stepper_hands_its_settings_to_augmentation_optimiser_schedule_and_clamps_the_temperature(monkeypatch):
+    """What one step is built from and does, by spying on the augmentations and the forward pass: the rank/world
+    and recipe settings reach the augmentations, the channels-last layout the model, AdamW gets CLIP's betas and
+    eps, the schedule's warm-up is warmup_frac of the steps, and the temperature is clamped at 100 after the step."""
+    from osdpm_lib import lexicon
+    from osdpm_lib import train as train_mod
+    from osdpm_lib.cache import Normalizer
+    from osdpm_lib.train import Stepper, TrainConfig, build_model
+
+    seen = {}
+
+    def spy_augment(x, gen, rank, world):
+        seen["augment"] = (rank, world)
+        return x
+
+    def spy_recipe(x, gen, crop_scale, n_ops, magnitude):
+        seen["recipe"] = (crop_scale, n_ops, magnitude)
+        return x
+    monkeypatch.setattr(train_mod, "augment", spy_augment)
+    monkeypatch.setattr(train_mod, "recipe_augment", spy_recipe)
+    cfg = TrainConfig(variant="osdpm", augment=True, channels_last=True, crop_scale=(0.5, 1.0), rand_augment=2,
+                      rand_augment_magnitude=5, warmup_frac=0.5, lambda_osfcm=0.3, progress=False)
+    model, tok, pre = build_model(cfg)
+    step = Stepper(model, cfg, Normalizer(pre["mean"], pre["std"]), torch.device("cpu"), None, total_steps=10)
+    assert step.optim.defaults["betas"] == (0.9, 0.98) and step.optim.defaults["eps"] == 1e-6
+    assert step.sched.lr_lambdas[0](0) == pytest.approx(1 / 5)                 # 5 warm-up steps of 10
+    assert step.loss_fn.lambda_osfcm == 0.3
+    forward = step.fwd
+
+    def spy_forward(imgs, tokens):
+        seen["channels_last"] = imgs.is_contiguous(memory_format=torch.channels_last)
+        return forward(imgs, tokens)
+    step.fwd = spy_forward
+    with torch.no_grad():
+        model.clip.logit_scale.fill_(10.0)                                     # exp(10) >> 100
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (4, 3, pre["image_size"], pre["image_size"]), dtype=torch.uint8, generator=g)
+    prior = torch.softmax(torch.randn(4, len(lexicon.CATEGORY_NAMES), generator=g), dim=1)
+    step(images, tok([f"caption {i}" for i in range(4)]), prior, g)
+    assert seen == {"augment": (0, 1), "recipe": ((0.5, 1.0), 2, 5), "channels_last": True}
+    assert float(model.clip.logit_scale.detach()) == pytest.approx(math.log(100))
+    clip_cfg = TrainConfig(variant="clip", lambda_osfcm=0.3, progress=False)
+    clip_model, _, _ = build_model(clip_cfg)
+    assert Stepper(clip_model, clip_cfg, Normalizer(pre["mean"], pre["std"]), torch.device("cpu"), None,
+                   total_steps=10).loss_fn.lambda_osfcm == 0.0                 # no OSFCM term for the baselines
