@@ -198,7 +198,8 @@ def test_end_to_end_protocol(tmp_path):
     assert list(df["method"]) == ["VSE++", "GaLR", "GaLR (no re-ranking)"]
     for r in df.to_dict("records"):
         assert 0 <= r["mr"] <= 100 and r["rsum"] == pytest.approx(6 * r["mr"])
-    saved = json.loads((tmp_path / "runs" / "baselines" / "vse_s0" / "result.json").read_text())
+    saved = json.loads((run.run_folder(tmp_path / "runs", "ci", "VSE++", 0) / "result.json").read_text())
+    assert run.run_folder(tmp_path / "runs", "ci", "VSE++", 0) != run.run_folder(tmp_path / "runs", "full", "VSE++", 0)
     hist = saved["history"]
     # the selected epoch is the first of the best validation Rsum, and the test row is the saved one
     assert saved["best_epoch"] == 1 + int(np.argmax([h["val_rsum"] for h in hist]))

@@ -9,7 +9,7 @@ every epoch, keeps the epoch of the highest validation Rsum (the first of ties) 
 it; :func:`run_baselines` runs the systems and seeds of a profile (:data:`osdpm_lib.profiles.BASELINE_PROFILES`).
 
 With a frozen backbone (``finetune_backbone=False``) the ResNet features of every split are computed once per seed
-and shared by all systems.  A run folder holds ``config.json``, ``metrics.csv`` (per epoch) and ``result.json``;
+and shared by all systems.  A run folder (:func:`run_folder`) holds ``config.json``, ``metrics.csv`` (per epoch) and ``result.json``;
 a finished run of the same configuration and data is returned as it is.
 """
 
@@ -237,7 +237,7 @@ def run_baselines(data_dir, runs_dir, profile: str = "default", systems=None, se
             if data is None:
                 data = prepare(data_dir, cfg.image_size)
             t0 = time.perf_counter()
-            res = train_system(cfg, data, Path(runs_dir) / "baselines" / f"{_slug(name)}_s{seed}",
+            res = train_system(cfg, data, run_folder(runs_dir, profile, name, seed),
                                frozen_features(cfg, data, feats))
             seconds = time.perf_counter() - t0
             loss = ("; the triplet loss summed over all negatives, not only the hardest (chosen on validation)"
@@ -250,6 +250,12 @@ def run_baselines(data_dir, runs_dir, profile: str = "default", systems=None, se
             log(f"{name} seed {seed}: test mR {res['test']['mr']:.2f}, Rsum {res['test']['rsum']:.2f} "
                 f"(epoch {res['best_epoch']} by validation; {seconds:.1f} s)")
     return pd.DataFrame(rows)
+
+
+def run_folder(runs_dir, profile: str, system: str, seed: int) -> Path:
+    """``<runs_dir>/baselines/<profile>/<system>_s<seed>``: the runs of two baseline profiles of a chain (e.g.
+    ``default`` and ``full``) live side by side."""
+    return Path(runs_dir) / "baselines" / profile / f"{_slug(system)}_s{seed}"
 
 
 def _slug(name: str) -> str:
