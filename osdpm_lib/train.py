@@ -245,8 +245,13 @@ def build_model(cfg: TrainConfig) -> tuple[OSDPM, object, dict]:
     return model, tokenizer, preprocess_config(clip)
 
 
-def encode_split(model, split: SplitTensors, normalizer, cfg: TrainConfig, device, amp) -> Encoded:
-    return Encoded(encode_images(model, split.images, normalizer.to(device), cfg.eval_batch_size, device, amp),
+def encode_split(model, split: SplitTensors, normalizer, cfg: TrainConfig, device, amp, ratios: list | None = None
+                 ) -> Encoded:
+    """The split's image and caption embeddings; with ``ratios`` (a list), DAPN's ``||delta|| / ||pooled||`` of
+    every image is appended to it from the same forward pass (nothing without DAPN)."""
+    hook = None if ratios is None else (lambda pooled, delta: ratios.extend(
+        (delta.float().norm(dim=-1) / pooled.float().norm(dim=-1).clamp_min(1e-12)).tolist()))
+    return Encoded(encode_images(model, split.images, normalizer.to(device), cfg.eval_batch_size, device, amp, hook),
                    encode_texts(model, split.tokens, 4 * cfg.eval_batch_size, device, amp),
                    split.caption_image.numpy())
 
@@ -254,7 +259,8 @@ def encode_split(model, split: SplitTensors, normalizer, cfg: TrainConfig, devic
 @torch.no_grad()
 def dapn_ratio(model: OSDPM, split: SplitTensors, normalizer, device, amp) -> float:
     """How much DAPN changes CLIP's image embedding: mean ``||delta|| / ||pooled||`` over the first
-    ``RATIO_IMAGES`` images of ``split`` (NaN without DAPN; 0 at initialisation, where its projection is zero)."""
+    ``RATIO_IMAGES`` images of ``split`` (NaN without DAPN; 0 at initialisation, where its projection is zero).
+    Validation reads it from its own encoding instead (``encode_split(..., ratios=...)``)."""
     if model.dapn is None:
         return float("nan")
     model.eval()
@@ -520,13 +526,16 @@ def _train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None, reuse: bo
         """Score validation after ``epoch`` (0: the starting weights); keep the first best as ``best.pt``."""
         nonlocal best
         sums = _mean_over_ranks(sums, device, world)
-        val_enc = encode_split(model, bundle.val, normalizer, cfg, device, amp) if not full else None
+        ratios: list[float] = []
+        val_enc = encode_split(model, bundle.val, normalizer, cfg, device, amp, ratios) if not full else None
         val = val_enc.metrics(cfg.ties) if not full else {}
         row = {"epoch": epoch, "lr": step_fn.sched.get_last_lr()[0] if epoch else 0.0, "train_s": round(train_time, 3),
                "pairs_per_s": round(steps * global_bs / max(train_time, 1e-9), 1) if steps else 0.0}
         row |= {f"loss_{k}": float(sums[k]) / max(1, steps_per_epoch) if sums else float("nan") for k in LOSS_KEYS}
         row |= {f"val_{k}": v for k, v in val.items()}
-        row["dapn_ratio"] = dapn_ratio(model, bundle.val if not full else bundle.train, normalizer, device, amp)
+        # DAPN's share of the embedding over the first RATIO_IMAGES validation images, from the validation encoding
+        row["dapn_ratio"] = (float(np.mean(ratios[:RATIO_IMAGES])) if ratios else float("nan")) if not full else \
+            dapn_ratio(model, bundle.train, normalizer, device, amp)
         history.append(row)
         if rank == 0:
             _write_history(run_dir / "metrics.csv", history)

@@ -81,7 +81,7 @@ def scripted_encoder(monkeypatch):
     def install(val_rsums):
         it = iter(val_rsums)
 
-        def fake(model, split, normalizer, cfg, device, amp):
+        def fake(model, split, normalizer, cfg, device, amp, ratios=None):
             names = {r.split for r in split.records}
             assert len(names) == 1
             name = names.pop()
