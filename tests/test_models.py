@@ -402,3 +402,38 @@ def test_visual_grid_accepts_every_block_index_and_names_the_valid_range(tiny):
             visual_grid(clip.visual, x, bad)
     with pytest.raises(TypeError, match="ModifiedResNet, not Linear"):
         visual_grid(torch.nn.Linear(2, 2), x)
+
+
+def test_validation_encoding_reports_dapns_share_from_its_own_forward_pass(tiny):
+    """train.validate reads dapn_ratio from the validation encoding (encode_split's ``ratios``): the same
+    embeddings as encode_image, and per-image ratios whose mean over a batch is OSDPM.dapn_ratio of that batch."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from osdpm_lib.cache import Normalizer
+    from osdpm_lib.evaluate import encode_images
+    from osdpm_lib.train import TrainConfig, encode_split
+
+    clip, _ = tiny
+    torch.manual_seed(0)
+    m = OSDPM(clip, "clip+dapn").eval()
+    with torch.no_grad():
+        m.dapn.out.weight.copy_(torch.randn(m.dapn.out.weight.shape, generator=torch.Generator().manual_seed(1)))
+    g = torch.Generator().manual_seed(2)
+    images = torch.randint(0, 256, (6, 3, 64, 64), dtype=torch.uint8, generator=g)
+    split = SimpleNamespace(images=images, tokens=torch.ones(6, clip.context_length, dtype=torch.long),
+                            caption_image=torch.arange(6))
+    norm = Normalizer((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    ratios: list[float] = []
+    cfg = TrainConfig(eval_batch_size=4)
+    enc = encode_split(m, split, norm, cfg, torch.device("cpu"), None, ratios)
+    plain = encode_images(m, images, norm, 4)
+    np.testing.assert_array_equal(enc.images, plain)              # the hook changes nothing in the embeddings
+    assert len(ratios) == 6 and all(r > 0 for r in ratios)
+    with torch.no_grad():
+        assert np.mean(ratios[:4]) == pytest.approx(m.dapn_ratio(norm(images[:4])), rel=1e-5)
+    without = OSDPM(clip, "clip").eval()
+    ratios_clip: list[float] = []
+    encode_split(without, split, norm, cfg, torch.device("cpu"), None, ratios_clip)
+    assert ratios_clip == []                                      # no DAPN, no ratio
