@@ -52,7 +52,7 @@ book: setup
 
 # The CI-size chain: trained afresh, without progress bars (their timings would differ between runs).
 book-ci: setup
-	rm -rf runs/ci
+	rm -rf runs/ci data/ci/.cache
 	TQDM_DISABLE=1 $(PY) -m osdpm_lib.runner --profile ci
 	cp results/ci/tables/ablation_runs.csv tests_book/expected_ci_metrics.csv
 	$(PY) -m osdpm_lib.bench --mode ci --out results/bench.md
@@ -76,7 +76,7 @@ unit: setup
 # tests_book then checks the metrics they regenerated against stored values with a tolerance, and runs notebook 04
 # in JupyterLab in headless Chromium on the runs nbval left in runs/ci (screenshot: build/test-artifacts/).
 nbval: setup browser
-	rm -rf runs/ci
+	rm -rf runs/ci data/ci/.cache
 	TQDM_DISABLE=1 $(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg results/ci
 	$(PY) -m pytest tests_book
 
