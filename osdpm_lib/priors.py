@@ -2,8 +2,8 @@
 
 For every training image the object categories named in its captions are counted: each caption is
 tokenised (``nltk.tokenize.wordpunct_tokenize``, which needs no downloaded model), every token is
-lemmatised as a noun with NLTK's ``WordNetLemmatizer``, multi-word lexicon terms ("baseball field",
-"parking lot", "storage tank") are matched first (longest match, their words are then not counted
+lemmatised as a noun as NLTK's ``WordNetLemmatizer`` does (:func:`osdpm_lib.wordnet.lemmatize_noun`), multi-word
+lexicon terms ("baseball field", "parking lot", "storage tank") are matched first (longest match, their words are then not counted
 again), and the remaining tokens that WordNet knows as nouns are mapped onto the categories of
 :mod:`osdpm_lib.lexicon` (plurals via the lemmatiser, synonyms via the lexicon terms).
 
@@ -37,6 +37,7 @@ import pandas as pd
 from osdpm_lib import lexicon
 
 from osdpm_lib.wordnet import PROVISION_HINT, WordNetMissingError, check_wordnet, main, provision_wordnet  # noqa: F401
+from osdpm_lib.wordnet import lemmatize_noun, reader as wordnet_reader
 
 # ---------------------------------------------------------------------------------------------------
 # Caption-noun extraction
@@ -72,29 +73,18 @@ class CaptionNounExtractor:
         self._noun: dict[str, bool] = {}
         self._captions: dict[str, tuple[str, ...]] = {}
         self._wn = None
-        self._lemmatizer = None
 
     # -- WordNet access ----------------------------------------------------------------------------
     def _load(self) -> None:
-        if self._wn is not None:
-            return
-        import nltk
-        from nltk.corpus import wordnet
-        from nltk.stem import WordNetLemmatizer
-
-        try:
-            nltk.data.find("corpora/wordnet")
-            wordnet.ensure_loaded()
-        except LookupError as exc:
-            raise WordNetMissingError(PROVISION_HINT) from exc
-        self._wn, self._lemmatizer = wordnet, WordNetLemmatizer()
+        if self._wn is None:
+            self._wn = wordnet_reader()
 
     def lemma(self, token: str) -> str:
         """The noun lemma of a lower-case token ("planes" -> "plane"), cached."""
         out = self._lemma.get(token)
         if out is None:
             self._load()
-            out = self._lemma[token] = self._lemmatizer.lemmatize(token, pos="n")
+            out = self._lemma[token] = lemmatize_noun(token, self._wn)
         return out
 
     def is_noun(self, lemma: str) -> bool:

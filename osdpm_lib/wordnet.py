@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -159,18 +160,54 @@ def provision_wordnet(dest: str | os.PathLike | None = None, source: str | os.Pa
     return wn_dir
 
 
-def check_wordnet() -> dict[str, Any]:
-    """Load WordNet through NLTK and run the smoke checks; raises :class:`WordNetMissingError`."""
+def load_reader():
+    """A fresh NLTK WordNet reader of the provisioned ``corpora/wordnet`` (raises :class:`WordNetMissingError`).
+
+    It is NLTK's ``WordNetCorpusReader`` without the mapping from WordNet 3.0 that NLTK (3.9 and later) builds at
+    every load for Open Multilingual WordNet: it reads ``index.sense`` twice, about 3 of the load's 5 seconds, and
+    serves only the multilingual functions, which the priors do not use.  Lookups (``_morphy``, ``synsets``) are
+    NLTK's own."""
     import nltk
-    from nltk.corpus import wordnet
-    from nltk.stem import WordNetLemmatizer
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    class _Reader(WordNetCorpusReader):
+        def map_wn(self, version="wordnet"):
+            return None
 
     try:
-        path = nltk.data.find("corpora/wordnet")
-        synsets = wordnet.synsets("airplane")
+        root = nltk.data.find("corpora/wordnet")
     except LookupError as exc:
         raise WordNetMissingError(PROVISION_HINT) from exc
-    lemma = WordNetLemmatizer().lemmatize("planes")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")      # "The multilingual functions are not available with this Wordnet version"
+        return _Reader(root, None)
+
+
+_READER: Any = None
+
+
+def reader():
+    """:func:`load_reader`, loaded once per process (the priors' lookups)."""
+    global _READER
+    if _READER is None:
+        _READER = load_reader()
+    return _READER
+
+
+def lemmatize_noun(token: str, wn=None) -> str:
+    """NLTK's ``WordNetLemmatizer().lemmatize(token, "n")`` on ``wn`` (default :func:`reader`): the shortest of
+    WordNet's noun lemmas of ``token``, or ``token`` itself."""
+    lemmas = (wn or reader())._morphy(token, "n")
+    return min(lemmas, key=len) if lemmas else token
+
+
+def check_wordnet() -> dict[str, Any]:
+    """Load WordNet through NLTK (a fresh :func:`load_reader`) and run the smoke checks; raises
+    :class:`WordNetMissingError`."""
+    wordnet = load_reader()
+    path = wordnet.root
+    synsets = wordnet.synsets("airplane")
+    lemma = lemmatize_noun("planes", wordnet)
     if (not synsets or lemma != "plane" or synsets[0].lexname() != "noun.artifact"
             or wordnet.synset("entity.n.01").lexname() != "noun.Tops"):
         raise WordNetMissingError(f"WordNet at {path} looks broken (synsets('airplane')={synsets}, "

@@ -51,6 +51,23 @@ def test_wordnet_is_provisioned(wordnet):
     assert wordnet["version"] == "3.0"
 
 
+def test_books_reader_lemmatises_and_finds_nouns_as_nltks_standard_loader(wordnet):
+    """osdpm_lib.wordnet.reader skips only NLTK's WordNet-3.0 mapping for multilingual data (about 3 s a load):
+    its lemmas and noun tests are those of NLTK's ``WordNetLemmatizer`` and ``wordnet.synsets``."""
+    from nltk.corpus import wordnet as nltk_wn
+    from nltk.stem import WordNetLemmatizer
+
+    words = ["planes", "churches", "aardwolves", "us", "abaci", "hardrock", "buildings", "trees", "glasses",
+             "ponds", "boats", "cars", "is", "was", "has", "runways", "viaducts", "fields", "geese", "mice",
+             "stadia", "storage", "baseball", "bareland", "xqzzy"]
+    book = wn.reader()
+    assert book.map30 is None                       # the skipped mapping
+    for w in words:
+        lemma = wn.lemmatize_noun(w)
+        assert lemma == WordNetLemmatizer().lemmatize(w, "n"), w
+        assert [s.name() for s in book.synsets(lemma, pos="n")] == [s.name() for s in nltk_wn.synsets(lemma, pos="n")]
+
+
 def test_lexnames_text_matches_wordnet_format():
     lines = wn.lexnames_text().splitlines()
     assert len(lines) == 45

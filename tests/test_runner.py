@@ -92,3 +92,47 @@ def test_chain_kernels_draw_no_progress_bars(monkeypatch):
     with runner._no_progress_bars():
         assert os.environ["TQDM_DISABLE"] == "0"
     assert os.environ["TQDM_DISABLE"] == "0"
+
+
+def test_waves_put_alongside_notebooks_with_the_one_before():
+    names = ["01_data_prep", "05_ablation", "06_tables", "07_figures", "08_baselines"]
+    got = runner.waves([Path(f"notebooks/{n}.py") for n in names])
+    assert [[p.stem for p in w] for w in got] == [["01_data_prep"], ["05_ablation"], ["06_tables"],
+                                                  ["07_figures", "08_baselines"]]
+    assert [[p.stem for p in w] for w in runner.waves([Path("notebooks/08_baselines.py")])] == [["08_baselines"]]
+
+
+_NOTEBOOK = """# %% tags=["parameters"]
+out_dir: str = ""
+
+# %%
+import time
+from pathlib import Path
+
+start = time.time()
+time.sleep({sleep})
+{fail}Path("{name}.txt").write_text(f"{{start}} {{time.time()}}")
+"""
+
+
+def test_alongside_notebooks_run_at_the_same_time_in_their_own_kernels(tmp_path, monkeypatch):
+    """Two notebooks of one wave overlap in time (each in its own kernel, on its own sockets); a failing one raises
+    after the other has finished."""
+    src = tmp_path / "notebooks"
+    src.mkdir()
+    (src / "01_first.py").write_text(_NOTEBOOK.format(sleep=3, fail="", name="first"))
+    (src / "02_second.py").write_text(_NOTEBOOK.format(sleep=3, fail="", name="second"))
+    monkeypatch.setattr(runner, "NOTEBOOKS_DIR", src)
+    monkeypatch.setattr(runner, "ALONGSIDE", ("02_second",))
+    done = runner.run_chain("t", "ci", results_root=tmp_path / "results", runs_root=tmp_path / "runs",
+                            log=lambda *a: None)
+    out = tmp_path / "results" / "t"
+    assert [p.name for p in done] == ["01_first.ipynb", "02_second.ipynb"]
+    (a0, a1), (b0, b1) = [map(float, (out / f"{n}.txt").read_text().split()) for n in ("first", "second")]
+    assert b0 < a1 and a0 < b1                  # the two sleeps overlap
+    (src / "01_first.py").write_text(_NOTEBOOK.format(sleep=0, fail="raise RuntimeError('boom')\n", name="first"))
+    (out / "second.txt").unlink()
+    with pytest.raises(Exception, match="boom"):
+        runner.run_chain("t", "ci", results_root=tmp_path / "results", runs_root=tmp_path / "runs",
+                         log=lambda *a: None)
+    assert (out / "second.txt").is_file()       # the other notebook of the wave ran to its end

@@ -126,8 +126,13 @@ def test_selection_uses_validation_every_epoch_and_first_maximum(bundle, tmp_pat
 
 
 class RecordingStepper(train_mod.Stepper):
-    """The real optimisation step, recording what each call receives."""
+    """The real optimisation step, recording what each call receives (and each instance: ``made``)."""
     seen: list = []
+    made: list = []
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        RecordingStepper.made.append(self)
 
     def __call__(self, images_u8, tokens, prior, gen):
         RecordingStepper.seen.append((images_u8.clone(), tokens.clone(), None if prior is None else prior.clone()))
@@ -163,6 +168,53 @@ def test_step_receives_each_images_own_prior_rows_and_captions(bundle, tmp_path,
         for b, i in enumerate(idx):   # the caption of each row is one of that image's captions
             own = tr.tokens[tr.caption_image == i]
             assert (own == tokens[b]).all(dim=1).any()
+
+
+def test_one_process_steps_as_rank_0_of_1_over_the_whole_global_batch(bundle, tmp_path, monkeypatch):
+    RecordingStepper.seen, RecordingStepper.made = [], []
+    monkeypatch.setattr(train_mod, "Stepper", RecordingStepper)
+    train(config("clip", epochs=1), tmp_path, tmp_path / "run", bundle=bundle)
+    (step,) = RecordingStepper.made
+    assert (step.rank, step.world) == (0, 1)
+    assert [len(imgs) for imgs, _, _ in RecordingStepper.seen] == [BATCH] * (N_TRAIN // BATCH)
+
+
+def test_step_receives_each_caption_once_with_its_own_image_by_caption(bundle, tmp_path, monkeypatch):
+    """``epoch_unit="caption"``: an epoch's steps hold every training caption once, each with its own image."""
+    RecordingStepper.seen = []
+    monkeypatch.setattr(train_mod, "Stepper", RecordingStepper)
+    train(config("clip", epochs=1, epoch_unit="caption"), tmp_path, tmp_path / "run", bundle=bundle)
+    tr = bundle.train
+    caps, imgs = [], []
+    for images, tokens, _ in RecordingStepper.seen:
+        imgs += _rows(images, tr.images)
+        caps += [torch.nonzero((tr.tokens == t).all(dim=1)).flatten().tolist() for t in tokens]
+    assert len(caps) == len(tr.captions) == 2 * N_TRAIN
+    # a caption's token row may repeat (none does here): each step row is one of the rows equal to it
+    assert sorted(c[0] for c in caps) == list(range(len(tr.captions)))
+    assert all(int(tr.caption_image[c[0]]) == i for c, i in zip(caps, imgs))
+
+
+class GlobalRngStepper(RecordingStepper):
+    """A step that also draws from torch's global generator (as a model with dropout would)."""
+
+    def __call__(self, images_u8, tokens, prior, gen):
+        torch.rand(7)
+        return super().__call__(images_u8, tokens, prior, gen)
+
+
+def test_epoch_order_and_captions_come_from_the_runs_own_generator(bundle, tmp_path, monkeypatch):
+    """What each step receives depends on the run's seeded generator only: draws from torch's global generator
+    between the steps (dropout, another library) change neither the order of the images nor their captions."""
+    seen = {}
+    for name, stepper in (("plain", RecordingStepper), ("global draws", GlobalRngStepper)):
+        RecordingStepper.seen = []
+        monkeypatch.setattr(train_mod, "Stepper", stepper)
+        train(config("clip", epochs=2), tmp_path, tmp_path / name, bundle=bundle)
+        seen[name] = [(imgs, toks) for imgs, toks, _ in RecordingStepper.seen]
+    assert len(seen["plain"]) == 2 * (N_TRAIN // BATCH)
+    for (a_img, a_tok), (b_img, b_tok) in zip(seen["plain"], seen["global draws"]):
+        assert torch.equal(a_img, b_img) and torch.equal(a_tok, b_tok)
 
 
 def test_step_receives_no_prior_without_osfcm(bundle, tmp_path, monkeypatch):

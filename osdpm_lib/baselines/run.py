@@ -144,9 +144,8 @@ def train_system(cfg: BaselineConfig, data: Data, run_dir, features: dict | None
     seed_everything(cfg.seed)
     b = data.bundle
     backbone = build_backbone(cfg)
-    if not cfg.finetune_backbone and features is None:
-        features = {s: extract(backbone, getattr(b, s).images, b.normalizer, cfg.eval_batch)
-                    for s in ("train", "val", "test")}
+    if features is None:
+        features = frozen_features(cfg, data, {}, backbone)
     model = build_system(cfg, backbone, len(data.vocab))
     groups = [{"params": list(model.parameters()), "lr": cfg.lr}]
     if cfg.finetune_backbone:
@@ -207,15 +206,17 @@ def train_system(cfg: BaselineConfig, data: Data, run_dir, features: dict | None
     return result
 
 
-def frozen_features(cfg: BaselineConfig, data: Data, cache: dict) -> dict | None:
+def frozen_features(cfg: BaselineConfig, data: Data, cache: dict, backbone: GridBackbone | None = None
+                    ) -> dict | None:
     """The frozen backbone's ``{split: (low, high)}`` features for ``cfg`` (None when it fine-tunes), computed once
-    per seed, weights and image size and kept in ``cache`` (one entry: the systems of a seed share it)."""
+    per seed, weights and image size and kept in ``cache`` (one entry: the systems of a seed share it);
+    ``backbone``: the one :func:`build_backbone` made for ``cfg`` already (else it is built here)."""
     if cfg.finetune_backbone:
         return None
     key = (cfg.seed, cfg.arch, cfg.weights, cfg.image_size)
     if key not in cache:
         cache.clear()
-        bb, b = build_backbone(cfg), data.bundle
+        bb, b = backbone or build_backbone(cfg), data.bundle
         cache[key] = {s: extract(bb, getattr(b, s).images, b.normalizer, cfg.eval_batch)
                       for s in ("train", "val", "test")}
     return cache[key]
