@@ -41,21 +41,20 @@ class Encoded:
 
 @torch.no_grad()
 def encode_images(model, images_u8: torch.Tensor, normalizer, batch_size: int = 256, device="cpu",
-                  autocast_dtype=None, parts_hook=None) -> np.ndarray:
-    """L2-normalised image embeddings.  ``parts_hook(pooled, delta)``: called per batch with CLIP's pooled embedding
-    and DAPN's delta (their sum is the embedding) when the model has DAPN, so that a caller reads them from the same
-    forward pass (``train``: DAPN's share of the embedding on validation)."""
+                  autocast_dtype=None, maps_hook=None) -> np.ndarray:
+    """L2-normalised image embeddings.  ``maps_hook(maps)``: called per batch with the model's maps
+    (``OSDPM.encode_image(..., return_maps=True)``, e.g. ``"dapn_share"``) when the model has DAPN, so that a caller
+    reads them from the same forward pass (``train``: DAPN's share of the embedding on validation)."""
     model.eval()
     out = []
-    with_parts = parts_hook is not None and getattr(model, "dapn", None) is not None
+    with_maps = maps_hook is not None and getattr(model, "dapn", None) is not None
     for i in range(0, len(images_u8), batch_size):
         x = normalizer(images_u8[i:i + batch_size].to(device, non_blocking=True))
         with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype,
                             enabled=autocast_dtype is not None):
-            if with_parts:
-                pooled, delta, _ = model.image_parts(x)
-                parts_hook(pooled, delta)
-                z = pooled + delta
+            if with_maps:
+                z, maps = model.encode_image(x, normalize=False, return_maps=True)
+                maps_hook(maps)
             else:
                 z = model.encode_image(x, normalize=False)
             out.append(F.normalize(z.float(), dim=-1).cpu())

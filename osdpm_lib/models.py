@@ -340,6 +340,7 @@ class OSDPM(nn.Module):
         else:
             pooled, delta, maps = self.image_parts(images)
             z = pooled + delta
+            maps["dapn_share"] = dapn_share(pooled.detach(), delta.detach())
         if normalize:
             z = F.normalize(z, dim=-1)
         return (z, maps) if return_maps else z
@@ -354,9 +355,10 @@ class OSDPM(nn.Module):
 
     @torch.no_grad()
     def dapn_ratio(self, images: torch.Tensor) -> float:
-        """Mean ``||delta|| / ||pooled||`` over ``images``: how much DAPN changes CLIP's image embedding (0 at init)."""
-        pooled, delta, _ = self.image_parts(images)
-        return float((delta.float().norm(dim=-1) / pooled.float().norm(dim=-1).clamp_min(1e-12)).mean())
+        """Mean :func:`dapn_share` over ``images``: how much DAPN changes CLIP's image embedding (0 at init)."""
+        if self.dapn is None:
+            raise ValueError(f"variant {self.variant!r} has no DAPN")
+        return float(self.encode_image(images, return_maps=True)[1]["dapn_share"].mean())
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         return self.clip.encode_text(tokens, normalize=normalize)
@@ -376,6 +378,12 @@ class OSDPM(nn.Module):
             if m is not None:
                 params += list(m.parameters())
         return params
+
+
+def dapn_share(pooled: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Per image ``||delta|| / ||pooled||`` in float32: DAPN's share of the image embedding ``pooled + delta`` (0 at
+    initialisation, where DAPN's output projection is zero); ``OSDPM.encode_image``'s map ``"dapn_share"``."""
+    return delta.float().norm(dim=-1) / pooled.float().norm(dim=-1).clamp_min(1e-12)
 
 
 @torch.no_grad()

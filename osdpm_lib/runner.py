@@ -24,10 +24,7 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
-import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jupytext
@@ -51,23 +48,10 @@ class _IPCKernelManager(AsyncKernelManager):
     def _transport_default(self) -> str:
         return "ipc"
 
-    @default("ip")
-    def _ip_default(self) -> str:
-        """A socket path of its own (jupyter_client's default, ``kernel-ipc`` in the working directory, makes two
-        kernels started at the same time pick the same sockets: :data:`ALONGSIDE`)."""
-        return os.path.join(tempfile.gettempdir(), f"osdpm-kernel-{uuid.uuid4().hex[:12]}")
-
 
 # Notebooks that run only when asked for (``--only NN``); none at present (the comparison systems of notebook 08 run
 # in every chain since their backbone is pretrained offline: osdpm_lib.baselines.pretrain).
 ON_REQUEST: tuple[str, ...] = ()
-
-
-# Notebooks that run at the same time as the one before them in the chain (their inputs are written by then and
-# they write other files): 08's comparison systems (torch on 2 threads) beside 07's figures (t-SNE on one thread,
-# UMAP's numba compilation, WordNet, matplotlib), which takes about a minute off the book on 2 cores.  Each runs in
-# its own kernel; the numbers do not depend on it.
-ALONGSIDE: tuple[str, ...] = ("08_baselines",)
 
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
@@ -104,46 +88,25 @@ def run_chain(name: str, profile: str = "default", dataset: str = "embedded", on
     if not only:     # a whole chain: record the numeric environment its numbers depend on
         from .train import numeric_environment
         (out / "environment.json").write_text(json.dumps(numeric_environment(), indent=2) + "\n")
-
-    def execute(src: Path) -> Path:
+    done = []
+    for src in notebooks(only):
         nb = jupytext.read(src)
         declared = pm.inspect_notebook(_write_tmp(nb, out / f".{src.stem}.src.ipynb"))
         own = {k: v for k, v in params.items() if k in declared}
         target = out / f"{src.stem}.ipynb"
         t0 = time.perf_counter()
-        pm.execute_notebook(out / f".{src.stem}.src.ipynb", target, parameters=own, cwd=str(out),
-                            kernel_name="python3", progress_bar=False, report_mode=False,
-                            kernel_manager_class=_IPCKernelManager)
+        with _no_progress_bars():
+            pm.execute_notebook(out / f".{src.stem}.src.ipynb", target, parameters=own, cwd=str(out),
+                                kernel_name="python3", progress_bar=False, report_mode=False,
+                                kernel_manager_class=_IPCKernelManager)
         (out / f".{src.stem}.src.ipynb").unlink()
         problems = _record_source(target, src)
         shown = target.relative_to(results_root.parent) if target.is_relative_to(results_root.parent) else target
         log(f"[{name}] {src.name} -> {shown} ({time.perf_counter() - t0:.1f} s)")   # one line per notebook
         for problem in problems:
             log(f"[{name}] {target.name}: {problem}")
-        return target
-
-    done = []
-    with _no_progress_bars():
-        for wave in waves(notebooks(only)):
-            if len(wave) == 1:
-                done.append(execute(wave[0]))
-                continue
-            with ThreadPoolExecutor(len(wave)) as pool:     # one kernel each; every one ends before an error is raised
-                futures = [pool.submit(execute, src) for src in wave]
-            done.extend(f.result() for f in futures)
+        done.append(target)
     return done
-
-
-def waves(sources: list[Path]) -> list[list[Path]]:
-    """The notebooks grouped into what runs at the same time: a notebook of :data:`ALONGSIDE` joins the one before
-    it, every other one starts a new group after the previous group has ended."""
-    out: list[list[Path]] = []
-    for src in sources:
-        if out and src.stem in ALONGSIDE:
-            out[-1].append(src)
-        else:
-            out.append([src])
-    return out
 
 
 @contextlib.contextmanager

@@ -247,10 +247,9 @@ def build_model(cfg: TrainConfig) -> tuple[OSDPM, object, dict]:
 
 def encode_split(model, split: SplitTensors, normalizer, cfg: TrainConfig, device, amp, ratios: list | None = None
                  ) -> Encoded:
-    """The split's image and caption embeddings; with ``ratios`` (a list), DAPN's ``||delta|| / ||pooled||`` of
-    every image is appended to it from the same forward pass (nothing without DAPN)."""
-    hook = None if ratios is None else (lambda pooled, delta: ratios.extend(
-        (delta.float().norm(dim=-1) / pooled.float().norm(dim=-1).clamp_min(1e-12)).tolist()))
+    """The split's image and caption embeddings; with ``ratios`` (a list), DAPN's share of every image's embedding
+    (``models.dapn_share``) is appended to it from the same forward pass (nothing without DAPN)."""
+    hook = None if ratios is None else (lambda maps: ratios.extend(maps["dapn_share"].tolist()))
     return Encoded(encode_images(model, split.images, normalizer.to(device), cfg.eval_batch_size, device, amp, hook),
                    encode_texts(model, split.tokens, 4 * cfg.eval_batch_size, device, amp),
                    split.caption_image.numpy())

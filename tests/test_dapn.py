@@ -205,3 +205,17 @@ def test_module_defaults_are_dapn_configs_defaults():
     assert reg.saliency[0].out_channels == 64 // cfg.reduction
     dapn = DAPN(64, 8, {"reduction": 2})                     # the config's reduction reaches both modules
     assert dapn.collab.channel_mlp[0].out_features == 32 and dapn.region.saliency[0].out_channels == 32
+
+
+def test_collaborative_first_guess_is_plain_average_pooling_in_the_inputs_precision():
+    """The first round's descriptor is the plain spatial mean of the features, at the input's precision (float64
+    here, on a 7x7 grid where 1/49 is not exact in float32)."""
+    torch.manual_seed(0)
+    att = CollaborativeAttention(16).double()
+    x = torch.randn(2, 16, 7, 7, dtype=torch.float64)
+    seen = []
+    att.channel_mlp.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach().clone()))
+    context, a_s = att(x)
+    assert context.dtype == a_s.dtype == torch.float64
+    assert len(seen) == att.rounds
+    torch.testing.assert_close(seen[0], x.mean(dim=(2, 3)), rtol=1e-14, atol=1e-14)

@@ -432,6 +432,9 @@ def test_validation_encoding_reports_dapns_share_from_its_own_forward_pass(tiny)
     np.testing.assert_array_equal(enc.images, plain)              # the hook changes nothing in the embeddings
     assert len(ratios) == 6 and all(r > 0 for r in ratios)
     with torch.no_grad():
+        pooled, delta, _ = m.image_parts(norm(images))               # ||delta|| / ||pooled|| by hand, per image
+    np.testing.assert_allclose(ratios, (delta.norm(dim=-1) / pooled.norm(dim=-1)).numpy(), rtol=1e-5)
+    with torch.no_grad():
         assert np.mean(ratios[:4]) == pytest.approx(m.dapn_ratio(norm(images[:4])), rel=1e-5)
     without = OSDPM(clip, "clip").eval()
     ratios_clip: list[float] = []
