@@ -73,6 +73,15 @@ TRAIN_SCOPE = [
     ("start", "if stages:"), ("end", "result = {"),
     ("block", "checkpoints.write_text(done,"),
 ]
+# DDP and torch.compile, out of this loop's reach (one CPU process, eager): lines that matter only with world > 1 or
+# cfg.compile, left unmutated in the copy as above.  They are guarded by tests/test_ddp.py (two gloo processes give
+# one process's numbers), tests/test_train_cli.py (torchrun) and GPU runs, which a mutant here cannot reach: in one
+# process their mutants are equivalent.  (def line, [(pragma, anchor), ...]), anchors searched in order from it.
+DDP_SCOPE = [
+    ("def _train(", [("start", "if global_bs % world:"), ("end", "steps_per_epoch = n_train // global_bs"),
+                     ("start", "local_bs = global_bs // world"), ("end", "for epoch in range(epoch0,")]),
+    ("    def __init__(self, model: OSDPM, cfg: TrainConfig", [("start", "fwd = model"), ("end", "def lambda_scale(")]),
+]
 
 
 def _pragmas(lines: list[str], def_line: str, scope: list[tuple[str, str]], name: str) -> None:
