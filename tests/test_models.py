@@ -440,3 +440,13 @@ def test_validation_encoding_reports_dapns_share_from_its_own_forward_pass(tiny)
     ratios_clip: list[float] = []
     encode_split(without, split, norm, cfg, torch.device("cpu"), None, ratios_clip)
     assert ratios_clip == []                                      # no DAPN, no ratio
+
+
+def test_dapn_share_is_delta_norm_over_pooled_norm_per_image():
+    from osdpm_lib.models import dapn_share
+
+    pooled = torch.tensor([[0.3, 0.4], [3.0, 4.0], [0.0, 0.0]], dtype=torch.float64)   # norms 0.5, 5, 0
+    delta = torch.tensor([[0.0, 0.1], [0.0, 1.0], [0.0, 1e-13]], dtype=torch.float64)
+    share = dapn_share(pooled, delta)
+    assert share.dtype == torch.float32
+    torch.testing.assert_close(share, torch.tensor([0.2, 0.2, 0.1]), rtol=1e-6, atol=0)   # 1e-13 / 1e-12

@@ -8,6 +8,7 @@ prior row per training image), so every image and prior row can be told apart.""
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from osdpm_lib.evaluate import Encoded
@@ -107,7 +108,8 @@ def test_selection_uses_validation_every_epoch_and_first_maximum(bundle, tmp_pat
                                                                   best_epoch):
     calls = scripted_encoder(val_rsums)
     epochs = len(val_rsums) - 1
-    res = train(config(epochs=epochs), tmp_path, tmp_path / "run", bundle=bundle)
+    cfg = config(epochs=epochs)
+    res = train(cfg, tmp_path, tmp_path / "run", bundle=bundle)
     # validation after every epoch (and before the first), then test exactly once, after training
     assert [name for name, _ in calls] == ["val"] * (epochs + 1) + ["test"]
     assert res["best_epoch"] == best_epoch
@@ -120,7 +122,12 @@ def test_selection_uses_validation_every_epoch_and_first_maximum(bundle, tmp_pat
     assert others and not any(_same_state(states[-1], states[e]) for e in others)
     hist = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert len(hist) == epochs + 2 and "test" not in hist[0]
-    assert checkpoints.load(tmp_path / "run" / "best.pt")["epoch"] == best_epoch    # best.pt records its epoch
+    best = checkpoints.load(tmp_path / "run" / "best.pt")
+    assert best["epoch"] == best_epoch and best["config"] == dataclasses.asdict(cfg)   # best.pt records its epoch
+    assert (tmp_path / "run" / "val_encoded.npz").is_file()          # the selected epoch's validation encoding
+    col = hist[0].split(",").index("pairs_per_s")                   # epoch 0 trains nothing; the others do
+    pairs = [float(line.split(",")[col]) for line in hist[1:]]
+    assert pairs[0] == 0.0 and all(p > 0 for p in pairs[1:])
     train_s = [float(line.split(",")[hist[0].split(",").index("train_s")]) for line in hist[1:]]
     assert (res["variant"], res["seed"], res["train_s"]) == ("clip", 0, round(sum(train_s), 2))
 
@@ -129,6 +136,7 @@ class RecordingStepper(train_mod.Stepper):
     """The real optimisation step, recording what each call receives (and each instance: ``made``)."""
     seen: list = []
     made: list = []
+    losses: list = []
 
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
@@ -136,7 +144,9 @@ class RecordingStepper(train_mod.Stepper):
 
     def __call__(self, images_u8, tokens, prior, gen):
         RecordingStepper.seen.append((images_u8.clone(), tokens.clone(), None if prior is None else prior.clone()))
-        return super().__call__(images_u8, tokens, prior, gen)
+        out = super().__call__(images_u8, tokens, prior, gen)
+        RecordingStepper.losses.append({k: float(v) for k, v in out.items()})
+        return out
 
 
 def _rows(batch: torch.Tensor, table: torch.Tensor) -> list[int]:
@@ -151,11 +161,18 @@ def _rows(batch: torch.Tensor, table: torch.Tensor) -> list[int]:
 
 
 def test_step_receives_each_images_own_prior_rows_and_captions(bundle, tmp_path, monkeypatch):
-    RecordingStepper.seen = []
+    RecordingStepper.seen, RecordingStepper.losses = [], []
     monkeypatch.setattr(train_mod, "Stepper", RecordingStepper)
     epochs = 2
     train(config("osdpm", epochs=epochs), tmp_path, tmp_path / "run", bundle=bundle)
     seen = RecordingStepper.seen
+    # the history's losses are the means of the epoch's step losses
+    hist = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    steps = N_TRAIN // BATCH
+    for e in range(1, epochs + 1):
+        for k in ("total", "contrastive", "osfcm"):
+            mean = np.mean([loss[k] for loss in RecordingStepper.losses[(e - 1) * steps:e * steps]])
+            assert hist[f"loss_{k}"][e] == pytest.approx(mean, rel=1e-5, abs=1e-7), (e, k)
     assert len(seen) == epochs * (N_TRAIN // BATCH)
     tr = bundle.train
     per_epoch = N_TRAIN // BATCH
@@ -193,6 +210,35 @@ def test_step_receives_each_caption_once_with_its_own_image_by_caption(bundle, t
     # a caption's token row may repeat (none does here): each step row is one of the rows equal to it
     assert sorted(c[0] for c in caps) == list(range(len(tr.captions)))
     assert all(int(tr.caption_image[c[0]]) == i for c, i in zip(caps, imgs))
+
+
+def test_bf16_precision_reaches_validation_the_test_and_each_step(bundle, tmp_path, scripted_encoder, monkeypatch):
+    """``precision="bf16"`` (here on the CPU): validation and the single test evaluation encode under bf16 autocast,
+    and every step runs its forward pass under it."""
+    encoded_amp = []
+    calls = scripted_encoder([10.0, 20.0])
+    fake = train_mod.encode_split
+
+    def spy(model, split, normalizer, cfg, device, amp, ratios=None):
+        encoded_amp.append(amp)
+        return fake(model, split, normalizer, cfg, device, amp, ratios)
+
+    monkeypatch.setattr(train_mod, "encode_split", spy)
+    RecordingStepper.made = []
+    monkeypatch.setattr(train_mod, "Stepper", RecordingStepper)
+    autocast = []
+    original = train_mod.OSDPM.forward
+
+    def forward(self, *a, **kw):
+        autocast.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(train_mod.OSDPM, "forward", forward)
+    train(config("clip", epochs=1, precision="bf16", device="cpu"), tmp_path, tmp_path / "run", bundle=bundle)
+    assert [name for name, _ in calls] == ["val", "val", "test"]
+    assert encoded_amp == [torch.bfloat16] * 3
+    assert RecordingStepper.made[0].amp == torch.bfloat16
+    assert autocast == [(True, torch.bfloat16)] * (N_TRAIN // BATCH)
 
 
 class GlobalRngStepper(RecordingStepper):

@@ -43,7 +43,7 @@ TARGETS: dict[str, tuple[str, list[str], list[str] | None]] = {
               ["tests/test_selection.py", "tests/test_train.py", "-k",
                "selection_uses or step_receives or frozen_backbone or config_plumbing or epoch_size_and_batch_pairs "
                "or schedule_is_linear or param_groups_split or stepper_hands or text_prototypes_follow "
-               "or one_process_steps or each_caption_once or own_generator"],
+               "or one_process_steps or each_caption_once or own_generator or bf16_precision"],
               # A systematic sample: the mutants whose number ends in 0 or 5 (one in five).  Each mutant of this
               # module trains the tiny model in four tests (about 15 s a mutant on the shared 2-core machine; all
               # ~510 would take two hours).
@@ -80,12 +80,14 @@ TRAIN_SCOPE = [
 DDP_SCOPE = [
     ("def _train(", [("start", "if global_bs % world:"), ("end", "steps_per_epoch = n_train // global_bs"),
                      ("start", "local_bs = global_bs // world"), ("end", "for epoch in range(epoch0,")]),
-    ("    def __init__(self, model: OSDPM, cfg: TrainConfig", [("start", "fwd = model"), ("end", "def lambda_scale(")]),
+    ("    def __init__(self, model: OSDPM, cfg: TrainConfig", [("block", "if world > 1:"),
+                                                          ("line", "self.fwd = torch.compile(")]),
 ]
 
 
 def _pragmas(lines: list[str], def_line: str, scope: list[tuple[str, str]], name: str) -> None:
-    """Insert ``# pragma: no mutate <kind>`` before each anchor of ``scope``, searched in order from ``def_line``."""
+    """Insert ``# pragma: no mutate <kind>`` before each anchor of ``scope``, searched in order from ``def_line``
+    (kind ``"line"``: ``# pragma: no mutate`` at the end of the anchor's line)."""
     i = next((n for n, line in enumerate(lines) if line.startswith(def_line)), len(lines))
     for kind, anchor in scope:
         while i < len(lines) and not lines[i].strip().startswith(anchor):
@@ -93,6 +95,10 @@ def _pragmas(lines: list[str], def_line: str, scope: list[tuple[str, str]], name
         if i == len(lines):
             raise SystemExit(f"tools/mutate.py: {name} anchor {anchor!r} not found in order after {def_line.strip()!r} "
                              f"in osdpm_lib/train.py: update {name} to the code")
+        if kind == "line":      # this one line: mutmut's end-of-line pragma
+            lines[i] = lines[i].rstrip("\n") + "  # pragma: no mutate\n"
+            i += 1
+            continue
         indent = lines[i][:len(lines[i]) - len(lines[i].lstrip())]
         lines.insert(i, f"{indent}# pragma: no mutate {kind}\n")
         i += 2
