@@ -122,13 +122,13 @@ def test_selection_uses_validation_every_epoch_and_first_maximum(bundle, tmp_pat
     assert others and not any(_same_state(states[-1], states[e]) for e in others)
     hist = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert len(hist) == epochs + 2 and "test" not in hist[0]
+    train_s = [float(line.split(",")[hist[0].split(",").index("train_s")]) for line in hist[1:]]
     best = checkpoints.load(tmp_path / "run" / "best.pt")
     assert best["epoch"] == best_epoch and best["config"] == dataclasses.asdict(cfg)   # best.pt records its epoch
     assert (tmp_path / "run" / "val_encoded.npz").is_file()          # the selected epoch's validation encoding
     col = hist[0].split(",").index("pairs_per_s")                   # epoch 0 trains nothing; the others do
     pairs = [float(line.split(",")[col]) for line in hist[1:]]
-    assert pairs[0] == 0.0 and all(p > 0 for p in pairs[1:])
-    train_s = [float(line.split(",")[hist[0].split(",").index("train_s")]) for line in hist[1:]]
+    assert pairs[0] == 0.0 and all(p > 0 for p in pairs[1:]) and train_s[0] == 0.0
     assert (res["variant"], res["seed"], res["train_s"]) == ("clip", 0, round(sum(train_s), 2))
 
 
@@ -137,6 +137,7 @@ class RecordingStepper(train_mod.Stepper):
     seen: list = []
     made: list = []
     losses: list = []
+    gens: list = []
 
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
@@ -144,6 +145,7 @@ class RecordingStepper(train_mod.Stepper):
 
     def __call__(self, images_u8, tokens, prior, gen):
         RecordingStepper.seen.append((images_u8.clone(), tokens.clone(), None if prior is None else prior.clone()))
+        RecordingStepper.gens.append(gen)
         out = super().__call__(images_u8, tokens, prior, gen)
         RecordingStepper.losses.append({k: float(v) for k, v in out.items()})
         return out
@@ -166,8 +168,9 @@ def test_step_receives_each_images_own_prior_rows_and_captions(bundle, tmp_path,
     epochs = 2
     train(config("osdpm", epochs=epochs), tmp_path, tmp_path / "run", bundle=bundle)
     seen = RecordingStepper.seen
-    # the history's losses are the means of the epoch's step losses
+    # the history's losses are the means of the epoch's step losses; DAPN's share is read at every validation
     hist = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert hist.dapn_ratio[0] == 0.0 and (hist.dapn_ratio[1:] > 0).all()
     steps = N_TRAIN // BATCH
     for e in range(1, epochs + 1):
         for k in ("total", "contrastive", "osfcm"):
@@ -188,11 +191,13 @@ def test_step_receives_each_images_own_prior_rows_and_captions(bundle, tmp_path,
 
 
 def test_one_process_steps_as_rank_0_of_1_over_the_whole_global_batch(bundle, tmp_path, monkeypatch):
-    RecordingStepper.seen, RecordingStepper.made = [], []
+    RecordingStepper.seen, RecordingStepper.made, RecordingStepper.gens = [], [], []
     monkeypatch.setattr(train_mod, "Stepper", RecordingStepper)
     train(config("clip", epochs=1), tmp_path, tmp_path / "run", bundle=bundle)
     (step,) = RecordingStepper.made
     assert (step.rank, step.world) == (0, 1)
+    assert all(isinstance(g, torch.Generator) for g in RecordingStepper.gens)   # the run's generator reaches every step
+    assert len({id(g) for g in RecordingStepper.gens}) == 1
     assert [len(imgs) for imgs, _, _ in RecordingStepper.seen] == [BATCH] * (N_TRAIN // BATCH)
 
 
@@ -216,7 +221,7 @@ def test_bf16_precision_reaches_validation_the_test_and_each_step(bundle, tmp_pa
     """``precision="bf16"`` (here on the CPU): validation and the single test evaluation encode under bf16 autocast,
     and every step runs its forward pass under it."""
     encoded_amp = []
-    calls = scripted_encoder([10.0, 20.0])
+    calls = scripted_encoder([10.0, 20.0, 10.0, 20.0])
     fake = train_mod.encode_split
 
     def spy(model, split, normalizer, cfg, device, amp, ratios=None):
@@ -239,6 +244,9 @@ def test_bf16_precision_reaches_validation_the_test_and_each_step(bundle, tmp_pa
     assert encoded_amp == [torch.bfloat16] * 3
     assert RecordingStepper.made[0].amp == torch.bfloat16
     assert autocast == [(True, torch.bfloat16)] * (N_TRAIN // BATCH)
+    autocast.clear()                                                  # fp32: no autocast in the step
+    train(config("clip", epochs=1, precision="fp32", device="cpu"), tmp_path, tmp_path / "fp32", bundle=bundle)
+    assert [on for on, _ in autocast] == [False] * (N_TRAIN // BATCH)
 
 
 class GlobalRngStepper(RecordingStepper):
@@ -288,3 +296,7 @@ def test_epoch_size_and_batch_pairs_by_caption_and_by_image(bundle):
                                  torch.Generator().manual_seed(1), slice(1, 3))
     assert torch.equal(whole[0], batch) and torch.equal(tr.caption_image[whole[1]], batch)
     assert torch.equal(part[0], whole[0][1:3]) and torch.equal(part[1], whole[1][1:3])
+    g = torch.Generator().manual_seed(2)                     # by image, every caption of an image gets drawn
+    drawn = torch.cat([train_mod.batch_pairs(by_image, torch.arange(N_TRAIN), tr.caption_index(), tr.caption_image,
+                                             g)[1] for _ in range(8)])
+    assert set(drawn.tolist()) == set(range(len(tr.captions)))

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 import json
 
@@ -192,6 +193,8 @@ def test_schedule_is_linear_warmup_then_half_cosine_to_zero():
     assert fn(4) == pytest.approx(0.5 * (1 + math.cos(math.pi * 2 / 8)))
     assert fn(20) == pytest.approx(0.0, abs=1e-12)                           # progress capped at 1
     assert cosine_with_warmup(10, 0)(0) == 1.0
+    one = cosine_with_warmup(total_steps=2, warmup_steps=1)                 # one warm-up step, one decay step
+    assert [one(0), one(1), one(2)] == [1.0, 1.0, pytest.approx(0.0, abs=1e-12)]
 
 
 def test_param_groups_split_weight_decay_by_shape_and_name_and_give_modules_their_lr():
@@ -225,10 +228,12 @@ def test_stepper_hands_its_settings_to_augmentation_optimiser_schedule_and_clamp
 
     def spy_augment(x, gen, rank, world):
         seen["augment"] = (rank, world)
+        seen["augment_gen"] = gen
         return x
 
     def spy_recipe(x, gen, crop_scale, n_ops, magnitude):
         seen["recipe"] = (crop_scale, n_ops, magnitude)
+        seen["recipe_gen"] = gen
         return x
     monkeypatch.setattr(train_mod, "augment", spy_augment)
     monkeypatch.setattr(train_mod, "recipe_augment", spy_recipe)
@@ -237,8 +242,16 @@ def test_stepper_hands_its_settings_to_augmentation_optimiser_schedule_and_clamp
     model, tok, pre = build_model(cfg)
     step = Stepper(model, cfg, Normalizer(pre["mean"], pre["std"]), torch.device("cpu"), None, total_steps=10)
     assert step.optim.defaults["betas"] == (0.9, 0.98) and step.optim.defaults["eps"] == 1e-6
+    assert step.optim.defaults["fused"] is True                                # fused AdamW
+    weights = []
+    loss_fn = step.loss_fn
+
+    def spy_loss(out, prior, lambda_scale=1.0):
+        weights.append(lambda_scale)
+        return loss_fn(out, prior, lambda_scale)
+    step.loss_fn = spy_loss
     assert step.sched.lr_lambdas[0](0) == pytest.approx(1 / 5)                 # 5 warm-up steps of 10
-    assert step.loss_fn.lambda_osfcm == 0.3
+    assert loss_fn.lambda_osfcm == 0.3
     forward = step.fwd
 
     def spy_forward(imgs, tokens):
@@ -251,8 +264,18 @@ def test_stepper_hands_its_settings_to_augmentation_optimiser_schedule_and_clamp
     images = torch.randint(0, 256, (4, 3, pre["image_size"], pre["image_size"]), dtype=torch.uint8, generator=g)
     prior = torch.softmax(torch.randn(4, len(lexicon.CATEGORY_NAMES), generator=g), dim=1)
     step(images, tok([f"caption {i}" for i in range(4)]), prior, g)
-    assert seen == {"augment": (0, 1), "recipe": ((0.5, 1.0), 2, 5), "channels_last": True}
+    assert seen == {"augment": (0, 1), "recipe": ((0.5, 1.0), 2, 5), "channels_last": True, "augment_gen": g,
+                    "recipe_gen": g}                                          # the run's own generator
     assert float(model.clip.logit_scale.detach()) == pytest.approx(math.log(100))
+    # OSFCM's warm-up (osfcm_warmup_frac 0.3 of 10 steps: 3) weighs the first step's loss by 1/3
+    assert weights == [pytest.approx(1 / 3)] and step.lambda_scale() == pytest.approx(2 / 3)
+    with torch.no_grad():
+        model.clip.logit_scale.fill_(-1.0)                                     # below exp(0) = 1
+    step(images, tok([f"caption {i}" for i in range(4)]), prior, g)
+    assert float(model.clip.logit_scale.detach()) == 0.0                      # clamped at 0 from below
+    no_warmup = dataclasses.replace(cfg, osfcm_warmup_frac=0.0)
+    assert Stepper(model, no_warmup, Normalizer(pre["mean"], pre["std"]), torch.device("cpu"), None,
+                   total_steps=10).lambda_scale() == 1.0
     clip_cfg = TrainConfig(variant="clip", lambda_osfcm=0.3, progress=False)
     clip_model, _, _ = build_model(clip_cfg)
     assert Stepper(clip_model, clip_cfg, Normalizer(pre["mean"], pre["std"]), torch.device("cpu"), None,

@@ -10,6 +10,7 @@ that reach the mutated function) and prints the score and the surviving mutants.
     python tools/mutate.py metrics stats       # some targets
     python tools/mutate.py --show train        # survivors of a finished run, with their diffs
     python tools/mutate.py --rerun stats       # its survivors again, with the tests added since
+    python tools/mutate.py --full train        # every mutant of the train target, not its one-in-five sample
 
 mutmut is a development tool, not a dependency of the library: ``requirements-dev.txt``.
 """
@@ -40,10 +41,10 @@ TARGETS: dict[str, tuple[str, list[str], list[str] | None]] = {
     # The selection and step code of train.py: the training loop ``_train`` (its bookkeeping lines excluded, see
     # TRAIN_SCOPE), the optimisation step, its parameter groups and schedule, and the batches of pairs.
     "train": ("osdpm_lib/train.py",
-              ["tests/test_selection.py", "tests/test_train.py", "-k",
+              ["tests/test_selection.py", "tests/test_train.py", "tests/test_recipe.py", "-k",
                "selection_uses or step_receives or frozen_backbone or config_plumbing or epoch_size_and_batch_pairs "
                "or schedule_is_linear or param_groups_split or stepper_hands or text_prototypes_follow "
-               "or one_process_steps or each_caption_once or own_generator or bf16_precision"],
+               "or one_process_steps or each_caption_once or own_generator or bf16_precision or carve_out_and_final_retrain"],
               # A systematic sample: the mutants whose number ends in 0 or 5 (one in five).  Each mutant of this
               # module trains the tiny model in four tests (about 15 s a mutant on the shared 2-core machine; all
               # ~510 would take two hours).
@@ -160,9 +161,11 @@ def score(status: dict[str, str]) -> dict:
             "score": round(100.0 * dead / tested, 1) if tested else float("nan")}
 
 
-def run(target: str, max_children: int) -> dict:
+def run(target: str, max_children: int, full: bool = False) -> dict:
     work = _layout(target)
     globs = TARGETS[target][2] or []
+    if full:    # every mutant of the target's functions, not the sample
+        globs = [g.replace("__mutmut_*[05]", "__mutmut_*") for g in globs]
     t0 = time.time()
     _mutmut(work, "run", "--max-children", str(max_children), *globs, check=False)
     st = statuses(work)
@@ -218,6 +221,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("targets", nargs="*", help=f"some of {', '.join(TARGETS)} (default: all)")
     ap.add_argument("--max-children", type=int, default=1, help="mutants tested at once (default 1)")
+    ap.add_argument("--full", action="store_true", help="every mutant of a sampled target (train), not its sample")
     ap.add_argument("--show", action="store_true", help="print the survivors of finished runs with their diffs")
     ap.add_argument("--rerun", action="store_true",
                     help="test the survivors of the last run again with the current tests (after adding tests)")
@@ -229,7 +233,7 @@ def main(argv=None) -> int:
         if args.show:
             show(t)
             continue
-        r = rerun(t, args.max_children) if args.rerun else run(t, args.max_children)
+        r = rerun(t, args.max_children) if args.rerun else run(t, args.max_children, args.full)
         print(f"{t}: {r['score']}% killed ({r['killed']}/{r['tested']}) in {r['wall_s']} s; "
               f"{len(r['survivors'])} left: {', '.join(r['survivors']) or '-'}", flush=True)
     return 0
