@@ -340,7 +340,8 @@ class OSDPM(nn.Module):
         else:
             pooled, delta, maps = self.image_parts(images)
             z = pooled + delta
-            maps["dapn_share"] = dapn_share(pooled.detach(), delta.detach())
+            if return_maps:         # not in the training step's forward, which reads no map
+                maps["dapn_share"] = dapn_share(pooled.detach(), delta.detach())
         if normalize:
             z = F.normalize(z, dim=-1)
         return (z, maps) if return_maps else z

@@ -72,27 +72,20 @@ class CaptionNounExtractor:
         self._lemma: dict[str, str] = {}
         self._noun: dict[str, bool] = {}
         self._captions: dict[str, tuple[str, ...]] = {}
-        self._wn = None
 
-    # -- WordNet access ----------------------------------------------------------------------------
-    def _load(self) -> None:
-        if self._wn is None:
-            self._wn = wordnet_reader()
-
+    # -- WordNet access (osdpm_lib.wordnet.reader: loaded on first use, once per process) ---------------
     def lemma(self, token: str) -> str:
         """The noun lemma of a lower-case token ("planes" -> "plane"), cached."""
         out = self._lemma.get(token)
         if out is None:
-            self._load()
-            out = self._lemma[token] = lemmatize_noun(token, self._wn)
+            out = self._lemma[token] = lemmatize_noun(token)
         return out
 
     def is_noun(self, lemma: str) -> bool:
         """Whether WordNet knows ``lemma`` as a noun, cached."""
         out = self._noun.get(lemma)
         if out is None:
-            self._load()
-            out = self._noun[lemma] = bool(self._wn.synsets(lemma, pos="n"))
+            out = self._noun[lemma] = bool(wordnet_reader().synsets(lemma, pos="n"))
         return out
 
     # -- captions ----------------------------------------------------------------------------------

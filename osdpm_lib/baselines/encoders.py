@@ -43,7 +43,12 @@ def shipped_weights(arch: str, tag: str | None):
     ``resnet18_synthpre`` made by :mod:`.pretrain`), or None when ``tag`` names none (a torchvision weights name)."""
     from ..models import bundled_weights
 
-    return bundled_weights(arch, tag) if tag and tag.islower() else None
+    return bundled_weights(arch, tag) if _is_shipped_tag(tag) else None
+
+
+def _is_shipped_tag(tag: str | None) -> bool:
+    """Lower-case tags name the library's own weights (``synthpre``), upper-case ones torchvision's."""
+    return bool(tag) and tag.islower()
 
 
 class GridBackbone(nn.Module):
@@ -56,8 +61,8 @@ class GridBackbone(nn.Module):
         super().__init__()
         import torchvision
 
-        shipped = weights is not None and weights.islower()
-        if shipped and shipped_weights(arch, weights) is None:
+        shipped, path = _is_shipped_tag(weights), shipped_weights(arch, weights)
+        if shipped and path is None:
             from ..models import weights_file
             raise FileNotFoundError(f"{weights_file(arch, weights)}: no shipped {arch} weights {weights!r} "
                                     "(`make pretrain-resnet` builds the synthpre ones)")
@@ -72,7 +77,7 @@ class GridBackbone(nn.Module):
         self.low_channels, self.channels = low.shape[1], high.shape[1]
         self.low_grid, self.grid = low.shape[-1], high.shape[-1]
         if shipped:
-            self._load_shipped(shipped_weights(arch, weights))
+            self._load_shipped(path)
 
     def _load_shipped(self, path) -> None:
         from .. import checkpoints
