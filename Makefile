@@ -18,7 +18,7 @@ export ATEN_CPU_CAPABILITY := avx2
 export MKL_CBWR := AVX2
 export ONEDNN_MAX_CPU_ISA := AVX2
 
-.PHONY: setup wordnet browser lab book book-ci pretrain pretrain-resnet tune test unit nbval bench mutate clean
+.PHONY: setup wordnet browser lab book book-ci study pretrain pretrain-resnet tune test unit nbval bench mutate clean
 
 setup: $(VENV)/.installed wordnet
 
@@ -56,6 +56,16 @@ book-ci: setup
 	TQDM_DISABLE=1 $(PY) -m osdpm_lib.runner --profile ci
 	cp results/ci/tables/ablation_runs.csv tests_book/expected_ci_metrics.csv
 	$(PY) -m osdpm_lib.bench --mode ci --out results/bench.md
+
+# The study behind Table 3's verdict (README "The study"; osdpm_lib/study.py): equal tuning on validation, a pilot,
+# the plan (notebooks/study/01_plan.py fixes the equivalence margin), the final runs scored once on the untouched
+# test folds, the verdict (02_verdict.py) -> results/study.  About 2 h on 2 cores; finished runs are reused.
+study: setup
+	TQDM_DISABLE=1 $(PY) -m osdpm_lib.study --stage tune
+	TQDM_DISABLE=1 $(PY) -m osdpm_lib.study --stage pilot
+	$(PY) -m osdpm_lib.runner --study --only 01
+	TQDM_DISABLE=1 $(PY) -m osdpm_lib.study --stage final
+	$(PY) -m osdpm_lib.runner --study --only 02
 
 # The book's pretrained CLIP (osdpm_lib/weights/osdpm-tiny-vit_synthpre.safetensors + .json): corpus + training.
 pretrain: setup

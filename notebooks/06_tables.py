@@ -85,6 +85,17 @@ table3
 paired[["comparison", "diff", "ci_low", "ci_high", "p", "verdict"]].round(3) if paired is not None else None
 
 # %% [markdown]
+# ## The verdict: from the study
+# This quick chain's 5 seeds on one test split cannot detect an effect of the paper's size (about 10% of clip's
+# Rsum is its minimum detectable effect, the paper's gains are 2.5-3.7%). The verdict comes from the study
+# (`make study`, `results/study/`): seeds and folds planned for power, untouched test folds, an equivalence margin.
+
+# %%
+from osdpm_lib import study
+
+print(study.citation())
+
+# %% [markdown]
 # ## Caveat
 # Rows measured on the embedded benchmark (`evaluated_on` "embedded test (measured here)") are **not
 # comparable in value** with the rows reported on RSICD or RSITMD: the embedded benchmark is a small

@@ -76,18 +76,21 @@ def run_all(profile: str, data_dir, runs_dir, rows=tuple(ROWS), **overrides) -> 
 
 
 def contributions(runs: pd.DataFrame, runs_dir, ties: str | None = None, split: str = "test",
-                  folder_of=None) -> dict[str, list[np.ndarray]]:
-    """Per-image contributions (``stats.per_image_contributions``) of every run in ``runs``, by row, in seed order,
+                  folder_of=None) -> dict[str, dict[int, np.ndarray]]:
+    """Per-image contributions (``stats.per_image_contributions``) of every run in ``runs``: ``{row: {seed: array}}``
+    (comparisons pair runs by seed label, whatever the table's order; a row and seed listed twice is an error),
     from the stored embeddings of each run's selected model (``<split>_encoded.npz``: ``test``, or ``val`` for
     choices made on validation), under the run's own tie rule unless ``ties`` is given.  ``folder_of(variant, seed)``
     names the run folders (default: :func:`run_dir` under ``runs_dir``)."""
     folder_of = folder_of or (lambda variant, seed: run_dir(runs_dir, variant, seed))
-    out: dict[str, list[np.ndarray]] = {}
+    out: dict[str, dict[int, np.ndarray]] = {}
     for r in runs.sort_values(["variant", "seed"]).itertuples():
+        if int(r.seed) in out.get(r.variant, {}):
+            raise ValueError(f"the runs table lists {r.variant} seed {r.seed} twice; one run per row and seed")
         folder = folder_of(r.variant, r.seed)
         rule = ties or json.loads((folder / "config.json").read_text()).get("ties", "expected")
         enc = Encoded.load(folder / f"{split}_encoded.npz")
-        out.setdefault(r.variant, []).append(per_image_contributions(enc.sims(), enc.caption_image, rule))
+        out.setdefault(r.variant, {})[int(r.seed)] = per_image_contributions(enc.sims(), enc.caption_image, rule)
     return out
 
 

@@ -310,3 +310,21 @@ def paired_ci_plot(paired: pd.DataFrame, ax=None):
     ax.set_xlabel("test Rsum difference (mean over seeds, 95% CI)")
     ax.figure.tight_layout()
     return ax
+
+
+def forest_plot(comparisons: pd.DataFrame, margin: float, label: str = "Rsum", ax=None):
+    """The study's comparisons of one metric (``study.comparison_table`` rows): the difference with its 95% CI (thin)
+    and 90% CI (thick), the equivalence margin ``±margin`` shaded and the verdict beside each row."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 0.6 * len(comparisons) + 1.4))
+    y = np.arange(len(comparisons))[::-1]
+    ax.axvspan(-margin, margin, color="tab:green", alpha=0.12, label=f"equivalence margin ±{margin:.2f}")
+    ax.hlines(y, comparisons["ci95_low"], comparisons["ci95_high"], color="k", lw=1.2, label="95% CI")
+    ax.hlines(y, comparisons["ci90_low"], comparisons["ci90_high"], color="k", lw=4, alpha=0.6, label="90% CI")
+    ax.plot(comparisons["diff"], y, "o", color="tab:red", zorder=3)
+    ax.axvline(0, color="gray", ls="--", lw=1)
+    ax.set_yticks(y, [f"{c}\n({v})" for c, v in zip(comparisons["comparison"], comparisons["verdict"])])
+    ax.set_xlabel(f"test {label} difference (mean over seeds and folds)")
+    ax.legend(loc="lower right", fontsize=7, frameon=False)
+    ax.figure.tight_layout()
+    return ax

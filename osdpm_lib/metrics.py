@@ -74,6 +74,13 @@ def hits(sims, caption_image, ties: str = "expected") -> tuple[np.ndarray, np.nd
     """Per-query hit probabilities at K = 1, 5, 10: ``(i2t [n_images, 3], t2i [n_captions, 3])``,
     float64; exactly 0/1 without ties (or with ``ties="strict"``)."""
     _check_ties(ties)
+    i2t, t2i = _query_counts(sims, caption_image)
+    return _hit_prob(*i2t, ties), _hit_prob(*t2i, ties)
+
+
+def _query_counts(sims, caption_image):
+    """``(g, t, m)`` of every image->text query and of every text->image query (module docstring), after checking
+    the inputs."""
     s = _as_numpy(sims)
     cap_img = np.asarray(caption_image, dtype=np.int64)
     n_img, n_cap = s.shape
@@ -89,9 +96,34 @@ def hits(sims, caption_image, ties: str = "expected") -> tuple[np.ndarray, np.nd
     own = s[cap_img, caps]  # each caption's score with its own image
     best_own = np.full(n_img, -np.inf, dtype=np.float32)
     np.maximum.at(best_own, cap_img, own)
-    i2t = _hit_prob(*_tie_counts(s, best_own, own, cap_img), ties)
-    t2i = _hit_prob(*_tie_counts(s.T, own, own, caps), ties)
-    return i2t, t2i
+    return _tie_counts(s, best_own, own, cap_img), _tie_counts(s.T, own, own, caps)
+
+
+def _expected_rank(g: np.ndarray, t: np.ndarray, m: np.ndarray, ties: str) -> tuple[np.ndarray, np.ndarray]:
+    """Rank of the first relevant item (1 = top) and its reciprocal, per query, under the tie rule: ``"strict"``
+    places every tied wrong item first; ``"expected"`` averages over uniformly random tie-breaking, where the number
+    ``X`` of tied wrong items before the first of the ``m`` tied own ones has ``P(X >= x) = C(t, x) / C(t+m, x)``:
+    ``E[rank] = g + 1 + t / (m + 1)`` and ``E[1/rank] = sum_x P(X = x) / (g + 1 + x)``."""
+    g, t, m = (np.asarray(v, dtype=np.float64) for v in (g, t, m))
+    if ties == "strict":
+        return g + t + 1.0, 1.0 / (g + t + 1.0)
+    width = int(t.max()) + 1 if len(t) else 1
+    x = np.arange(width)[None, :]
+    factors = np.where(x < t[:, None], (t[:, None] - x) / np.maximum(t[:, None] + m[:, None] - x, 1.0), 0.0)
+    p_ge = np.concatenate([np.ones((len(g), 1)), np.cumprod(factors, axis=1)], axis=1)   # P(X >= 0 .. width)
+    p_eq = p_ge[:, :-1] - p_ge[:, 1:]
+    rr = (p_eq / (g[:, None] + 1.0 + x)).sum(axis=1)
+    return g + 1.0 + t / (m + 1.0), rr
+
+
+def ranks(sims, caption_image, ties: str = "expected") -> dict[str, np.ndarray]:
+    """Per query, the rank of the first relevant item and its reciprocal rank (float64; expected values under
+    ``ties="expected"``): ``i2t_rank``, ``i2t_rr`` [n_images] (an image's best own caption among all captions),
+    ``t2i_rank``, ``t2i_rr`` [n_captions] (a caption's image among all images)."""
+    _check_ties(ties)
+    i2t, t2i = _query_counts(sims, caption_image)
+    (r1, rr1), (r2, rr2) = _expected_rank(*i2t, ties), _expected_rank(*t2i, ties)
+    return {"i2t_rank": r1, "i2t_rr": rr1, "t2i_rank": r2, "t2i_rr": rr2}
 
 
 def retrieval_metrics(sims, caption_image, ties: str = "expected") -> dict[str, float]:

@@ -38,6 +38,7 @@ from . import profiles
 from .paths import ROOT, relative
 
 NOTEBOOKS_DIR = ROOT / "notebooks"
+STUDY_DIR = NOTEBOOKS_DIR / "study"     # the study's chain (make study): its own numbered notebooks
 
 
 class _IPCKernelManager(AsyncKernelManager):
@@ -54,10 +55,10 @@ class _IPCKernelManager(AsyncKernelManager):
 ON_REQUEST: tuple[str, ...] = ()
 
 
-def notebooks(only: list[str] | None = None) -> list[Path]:
+def notebooks(only: list[str] | None = None, source: Path = NOTEBOOKS_DIR) -> list[Path]:
     """The chain's notebooks in order (``only``: those whose name starts with one of these prefixes, including
-    the :data:`ON_REQUEST` ones)."""
-    found = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.py"))
+    the :data:`ON_REQUEST` ones); ``source``: the folder of the chain's sources (:data:`STUDY_DIR`: the study's)."""
+    found = sorted(Path(source).glob("[0-9][0-9]_*.py"))
     if only:
         found = [p for p in found if any(p.stem.startswith(o) for o in only)]
         if not found:
@@ -82,14 +83,15 @@ def chain_parameters(name: str, profile: str, dataset: str = "embedded", results
 
 
 def run_chain(name: str, profile: str = "default", dataset: str = "embedded", only: list[str] | None = None,
-              results_root: Path = ROOT / "results", log=print, runs_root: Path = ROOT / "runs", **extra) -> list[Path]:
+              results_root: Path = ROOT / "results", log=print, runs_root: Path = ROOT / "runs",
+              source: Path = NOTEBOOKS_DIR, **extra) -> list[Path]:
     out, params = chain_parameters(name, profile, dataset, results_root, runs_root, **extra)
     out.mkdir(parents=True, exist_ok=True)
     if not only:     # a whole chain: record the numeric environment its numbers depend on
         from .train import numeric_environment
         (out / "environment.json").write_text(json.dumps(numeric_environment(), indent=2) + "\n")
     done = []
-    for src in notebooks(only):
+    for src in notebooks(only, source):
         nb = jupytext.read(src)
         declared = pm.inspect_notebook(_write_tmp(nb, out / f".{src.stem}.src.ipynb"))
         own = {k: v for k, v in params.items() if k in declared}
@@ -197,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
                                                          "(seeded per run seed; TrainConfig.val_fraction)")
     ap.add_argument("--retrain-full", action="store_true", help="after selection, retrain on train+val at the "
                                                                  "selected epoch (each run's full/ folder)")
+    ap.add_argument("--study", action="store_true", help="the study's notebooks (notebooks/study -> results/study; "
+                                                          "make study trains their runs first)")
     ap.add_argument("--batch", type=Path, help="YAML list of parameter sets; each needs 'name', may set profile, dataset, "
                                                "model, pretrained, ...")
     args = ap.parse_args(argv)
@@ -208,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         for s in sets:
             s = dict(s)
             run_chain(s.pop("name"), s.pop("profile", args.profile), s.pop("dataset", args.dataset), args.only, **s)
+    elif args.study:
+        run_chain(args.name or "study", args.profile, args.dataset, args.only, source=STUDY_DIR)
     else:
         name = profiles.chain_name(args.profile, args.name)
         extra = {k: v for k, v in (("model", args.model), ("pretrained", args.pretrained),

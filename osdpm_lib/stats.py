@@ -126,10 +126,30 @@ def paired_bootstrap(a, b, n_boot: int = 2000, seed: int = 0, level: float = 0.9
                            excludes_zero=excludes, p_two_sided=p, verdict=verdict, replicates=reps)
 
 
-def compare_runs(runs: dict[str, list[np.ndarray]], pairs, n_boot: int = 2000, seed: int = 0,
+def pair_by_seed(a, b, names: tuple[str, str] = ("a", "b")) -> tuple[list, list]:
+    """Two systems' runs as lists paired by **seed label**: ``a`` and ``b`` are ``{seed: contributions}``; the
+    result follows the sorted seeds, whatever order the runs came in.  ``b`` with a single run while ``a`` has more
+    is a seedless reference (used for every seed); otherwise a seed of one without a run of the other is an error
+    naming it.  Lists (already paired by position) pass unchanged."""
+    if not isinstance(a, dict) and not isinstance(b, dict):
+        return list(a), list(b)
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        raise ValueError(f"{names[0]} and {names[1]}: give both as {{seed: contributions}} (paired by seed label)")
+    if len(b) == 1 and len(a) > 1:
+        return [a[s] for s in sorted(a)], list(b.values())
+    only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+    if only_a or only_b:
+        raise ValueError(f"runs are paired by seed label: {names[0]} seed(s) {only_a} have no {names[1]} run, "
+                         f"{names[1]} seed(s) {only_b} have no {names[0]} run")
+    seeds = sorted(a)
+    return [a[s] for s in seeds], [b[s] for s in seeds]
+
+
+def compare_runs(runs: dict, pairs, n_boot: int = 2000, seed: int = 0,
                  level: float = 0.95, digits: int = 2):
-    """One :func:`paired_bootstrap` row per ``(a, b)`` name pair of ``runs`` (name -> contribution
-    arrays per seed), all with the same bootstrap ``seed``; a pandas DataFrame."""
+    """One :func:`paired_bootstrap` row per ``(a, b)`` name pair of ``runs`` (name -> ``{seed: contributions}``,
+    paired by seed label (:func:`pair_by_seed`); or name -> a list per seed, paired by position), all with the same
+    bootstrap ``seed``; a pandas DataFrame."""
     import pandas as pd
 
     rows = []
@@ -137,7 +157,8 @@ def compare_runs(runs: dict[str, list[np.ndarray]], pairs, n_boot: int = 2000, s
         missing = [n for n in (x, y) if n not in runs]
         if missing:
             raise ValueError(f"unknown run(s) {missing}; known: {sorted(runs)}")
-        r = paired_bootstrap(runs[x], runs[y], n_boot=n_boot, seed=seed, level=level, names=(x, y))
+        r = paired_bootstrap(*pair_by_seed(runs[x], runs[y], (x, y)), n_boot=n_boot, seed=seed, level=level,
+                             names=(x, y))
         rows.append({"comparison": f"{x} − {y}", "diff": r.diff, "ci_low": r.ci_low, "ci_high": r.ci_high,
                      "p": r.p_two_sided, "n_seeds": r.n_seeds, "n_images": r.n_images, "n_boot": r.n_boot,
                      "verdict": r.verdict, "per_seed": ", ".join(f"{v:.{digits}f}" for v in r.per_seed)})

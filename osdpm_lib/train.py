@@ -8,7 +8,10 @@ test split **once** with the selected weights, and writes to ``run_dir``:
 for figures),
 ``val_encoded.npz`` and ``test_encoded.npz`` (the selected model's validation and test embeddings: paired
 comparisons on either split); while it runs, ``last.pt`` (everything needed to
-resume exactly).  Every file is written atomically; a folder belongs to one configuration and data set
+resume exactly).  With ``score_test=False`` (tuning, design and the study's runs) no test split is loaded, encoded or
+scored: ``selection.json`` (the selected epoch and its validation metrics) replaces ``test_metrics.json`` and there
+is no ``test_encoded.npz`` or ``embeddings.npz``.  ``patience`` > 0 stops training once that many epochs in a row
+did not beat the best validation Rsum (:func:`stop_early`).  Every file is written atomically; a folder belongs to one configuration and data set
 (``config_key``, ``data_key``) and is never silently overwritten.
 
 Runs under ``torchrun`` too (``python -m osdpm_lib.train``: :mod:`osdpm_lib.train_cli`): each rank takes its
@@ -36,7 +39,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from . import checkpoints, lexicon
+from . import checkpoints, folds, lexicon
 from .cache import Normalizer, SplitTensors, augment, bar_off, recipe_augment
 from .data import Annotations, load as load_annotations, merge_val, with_val_split
 from .evaluate import Encoded, encode_images, encode_texts
@@ -55,8 +58,11 @@ _NOT_IN_KEY = ("progress", "checkpoint_every", "stage_embeddings", "retrain_full
 # Fields added after runs were made: at these values they change nothing, and they stay out of the key, so that
 # a run folder made before they existed keeps its identity.
 _KEY_NEUTRAL = {"epoch_unit": "image", "crop_scale": None, "rand_augment": 0, "rand_augment_magnitude": 7,
-                "val_fraction": 0.0}
+                "val_fraction": 0.0, "patience": 0, "min_epochs": 0, "score_test": True, "purpose": "book"}
 EPOCH_UNITS = ("image", "caption")
+# Why a run exists.  Only "study" runs may score the study's test folds (osdpm_lib.folds); "tuning" and "design" runs
+# choose settings on validation and score no test split at all (score_test=False).
+PURPOSES = ("book", "tuning", "design", "study")
 
 
 @dataclass
@@ -101,6 +107,12 @@ class TrainConfig:
     rand_augment_magnitude: int = 7  # its magnitude, 0-10
     val_fraction: float = 0.0        # data without a val split: carve this share of train (seeded by `seed`)
     retrain_full: bool = False       # then retrain on train+val for the selected number of epochs (run_dir/full/)
+    patience: int = 0                # early stopping: stop once this many epochs in a row did not beat the best
+                                     # validation Rsum (0: run every epoch up to `epochs`)
+    min_epochs: int = 0              # early stopping never stops before this many epochs (the warm-up and the
+                                     # first high-learning-rate epochs dip on validation before they climb)
+    score_test: bool = True          # False: no test split is loaded, encoded or scored (tuning, design, the study)
+    purpose: str = "book"            # PURPOSES: "tuning"/"design" runs can never score the study folds
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -119,6 +131,13 @@ class TrainConfig:
                 raise ValueError(f"crop_scale must be (low, high) with 0 < low <= high <= 1, got {self.crop_scale}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.patience < 0 or self.min_epochs < 0:
+            raise ValueError(f"patience and min_epochs must be >= 0 (0: no early stopping, no minimum), got "
+                             f"{self.patience} and {self.min_epochs}")
+        if self.purpose not in PURPOSES:
+            raise ValueError(f"unknown purpose {self.purpose!r}; choose one of {PURPOSES}")
+        if self.purpose in ("tuning", "design") and self.score_test:
+            raise ValueError(f"a {self.purpose} run scores no test split: set score_test=False")
 
     def key(self) -> str:
         fields = {k: v for k, v in dataclasses.asdict(self).items()
@@ -199,19 +218,21 @@ class Bundle:
 
 def load_bundle(data_dir, tokenizer, preprocess: dict, with_priors: bool, prior_threshold: float = 0.4,
                 image_dir=None, cache_dir=None, ann=None, prior_target: str = "high", bands=None,
-                need_val: bool = True) -> Bundle:
+                need_val: bool = True, with_test: bool = True) -> Bundle:
     """The split tensors and priors of the data set at ``data_dir`` (``ann``: its annotations, if read already);
     the training prior is OSFCM's target (``priors.Priors.target(prior_target)``); ``bands``: see
     :func:`osdpm_lib.data.read_image`; ``need_val=False``: an empty val split is allowed, as in the final retrain
-    on train+val."""
+    on train+val; ``with_test=False``: the test split is
+    left empty (not even read: runs that score no test split)."""
     data_dir = Path(data_dir)
     ann = ann if ann is not None else load_annotations(data_dir)
     image_dir = Path(image_dir) if image_dir else data_dir / "images"
     size = preprocess["image_size"]
-    splits = {s: SplitTensors.build(ann.split(s), image_dir, size, tokenizer, cache_dir, bands)
+    splits = {s: SplitTensors.build(ann.split(s) if (s != "test" or with_test) else [], image_dir, size, tokenizer,
+                                    cache_dir, bands)
               for s in ("train", "val", "test")}
     for s, t in splits.items():
-        if len(t.records) == 0 and not (s == "val" and not need_val):
+        if len(t.records) == 0 and not (s == "val" and not need_val) and not (s == "test" and not with_test):
             hint = " (TrainConfig.val_fraction, e.g. 0.1, carves one from train)" if s == "val" else ""
             raise ValueError(f"{ann.source}: split {s!r} is empty{hint}")
     prior = None
@@ -419,7 +440,17 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
     return result
 
 
-FULL_DIR = "full"    # the final retrain on train+val, inside the selected run's folder
+FULL_DIR = "full"
+DONE_FILE = "test_metrics.json"       # a finished run that scored its test split
+SELECTION_FILE = "selection.json"     # a finished run with score_test=False: its validation selection only
+
+
+def stop_early(cfg: TrainConfig, epoch: int, best_epoch: int) -> bool:
+    """Whether training stops before ``epoch``: with ``cfg.patience`` > 0, once the ``patience`` epochs after the
+    best one (``best_epoch``, the first of tied bests) were all trained without beating it, and at least
+    ``cfg.min_epochs`` epochs were trained.  Checked before each epoch from the stored best, so an interrupted and
+    resumed run stops where an uninterrupted one does."""
+    return cfg.patience > 0 and epoch - 1 >= cfg.min_epochs and epoch - 1 - best_epoch >= cfg.patience    # the final retrain on train+val, inside the selected run's folder
 
 
 def retrain_full(cfg: TrainConfig, data_dir, run_dir, epochs: int, reuse: bool = True) -> dict:
@@ -450,8 +481,10 @@ def _train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None, reuse: bo
         key = data_key([ann.split(s) for s in ("train", "val", "test")], Path(data_dir) / "images")
     else:
         key = data_key([bundle.train.records, bundle.val.records, bundle.test.records])
+    if bundle is None:
+        folds.refuse_study_fold(data_dir, cfg.purpose)     # only the study's final runs may see its test folds
     identity = {"config_key": cfg.key(), "data_key": key}
-    done = run_dir / "test_metrics.json"
+    done = run_dir / (DONE_FILE if cfg.score_test else SELECTION_FILE)
     if rank == 0:
         _claim(run_dir, identity, overwrite)
     if world > 1:
@@ -466,7 +499,7 @@ def _train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None, reuse: bo
         if rank > 0:
             dist.barrier()      # rank 0 builds the image and prior caches first; the others read them
         bundle = load_bundle(data_dir, tokenizer, pre, cfg.variant == "osdpm", cfg.prior_threshold, ann=ann,
-                             prior_target=cfg.osfcm_target, need_val=not full)
+                             prior_target=cfg.osfcm_target, need_val=not full, with_test=cfg.score_test)
         if rank == 0 and world > 1:
             dist.barrier()
     model.to(device)
@@ -485,7 +518,7 @@ def _train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None, reuse: bo
     prior = bundle.prior.to(device) if bundle.prior is not None else None
 
     def encode_stage(stages: dict, name: str) -> None:
-        if cfg.stage_embeddings:
+        if cfg.stage_embeddings and cfg.score_test:
             stages[name] = encode_images(model, bundle.test.images[:STAGE_IMAGES], normalizer, cfg.eval_batch_size,
                                          device, amp)
 
@@ -551,6 +584,8 @@ def _train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None, reuse: bo
     local_bs = global_bs // world
     part = slice(rank * local_bs, (rank + 1) * local_bs)     # this rank's share of every global batch
     for epoch in range(epoch0, cfg.epochs + 1):
+        if stop_early(cfg, epoch, best["epoch"]):
+            break
         model.train()
         if perm is None:
             perm = torch.randperm(n_train, generator=gen)
@@ -581,6 +616,15 @@ def _train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None, reuse: bo
     encode_stage(stages, "end")
     if rank != 0:
         return {}
+    common = {"best_epoch": best["epoch"], "best_val_rsum": best["rsum"], **identity, "variant": cfg.variant,
+              "seed": cfg.seed, "train_s": round(sum(h["train_s"] for h in history), 2)}
+    if not cfg.score_test:      # tuning, design, the study's runs: the selection on validation, no test split
+        at_best = next((h for h in history if h["epoch"] == best["epoch"]), {})
+        result = {"val": {k[4:]: v for k, v in at_best.items() if k.startswith("val_")}, **common,
+                  "epochs_run": history[-1]["epoch"], "max_epochs": cfg.epochs}
+        checkpoints.write_text(done, json.dumps(result, indent=2))
+        last.unlink(missing_ok=True)
+        return result
     checkpoints.load_into(model, checkpoints.load(run_dir / "best.pt")["model"], run_dir / "best.pt",
                           _model_label(cfg))
     enc = encode_split(model, bundle.test, normalizer, cfg, device, amp)   # the only test evaluation
@@ -589,8 +633,7 @@ def _train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None, reuse: bo
         with checkpoints.atomic_path(run_dir / "embeddings.npz") as tmp, open(tmp, "wb") as f:
             np.savez_compressed(f, **stages)
     enc.save(run_dir / "test_encoded.npz")
-    result = {"test": test, "best_epoch": best["epoch"], "best_val_rsum": best["rsum"], **identity,
-              "variant": cfg.variant, "seed": cfg.seed, "train_s": round(sum(h["train_s"] for h in history), 2)}
+    result = {"test": test, **common}
     checkpoints.write_text(done, json.dumps(result, indent=2))
     last.unlink(missing_ok=True)   # finished: best.pt and the results are what stays
     return result

@@ -9,8 +9,8 @@ paired bootstrap over *validation* images nested over seeds (:func:`validation_s
 
 ``python -m osdpm_lib.tuning`` (``--part grid``) trains a small grid of configurations on the embedded benchmark (the ``default``
 profile's data) and writes ``docs/TUNING.md``: for every configuration, its best validation Rsum and the epoch it
-was reached at.  Only validation numbers are read or written here (a run still scores its test split once, as every
-run does, but this module never opens it); the profile values in :mod:`osdpm_lib.profiles` are copied by hand from
+was reached at.  Only validation numbers are read or written here: every run trains with ``score_test=False`` (no test
+split is loaded, encoded or scored); the profile values in :mod:`osdpm_lib.profiles` are copied by hand from
 that table.  The grid is small on purpose: every value of it must fit the book's 15-minute budget on 2 cores.
 """
 
@@ -47,7 +47,7 @@ def validation_table(profile: str, data_dir, runs_dir, variant: str, configs: li
     """One row per configuration: the overrides, the best validation Rsum and its epoch, and the training time."""
     rows = []
     for over in configs:
-        cfg = profiles.train_config(profile, variant, seed, **over, progress=False)
+        cfg = profiles.train_config(profile, variant, seed, **over, progress=False, score_test=False, purpose="tuning")
         name = "_".join(f"{k}{v}" for k, v in over.items())
         res = train(cfg, data_dir, Path(runs_dir) / f"{profiles.run_name(variant, seed)}_{name}")
         rows.append({"variant": variant, **over, "best_val_rsum": res["best_val_rsum"],
@@ -72,8 +72,8 @@ def validation_study(profile: str, data_dir, runs_dir, variant: str, settings: d
     rows = []
     for name, over in settings.items():
         for seed in seeds:
-            res = train(profiles.train_config(profile, variant, seed, **over, progress=False), data_dir,
-                        folder(name, seed))
+            res = train(profiles.train_config(profile, variant, seed, **over, progress=False, score_test=False,
+                                              purpose="design"), data_dir, folder(name, seed))
             rows.append({"setting": name, "seed": seed, "best_val_rsum": res["best_val_rsum"],
                          "best_epoch": res["best_epoch"], "train_s": res["train_s"]})
     runs = pd.DataFrame(rows)
@@ -208,8 +208,8 @@ def baseline_study(data_dir, runs_dir, profile: str = "default", seeds=(TUNING_S
     """The baselines' loss warm-up (``BaselineConfig.warmup_epochs``), on validation only: every system of the
     baseline profile trained with each warm-up (``"all"``: every epoch) for ``epochs`` epochs; one row per
     (warm-up, system, seed) with the best validation Rsum and its epoch."""
+    from .baselines.profiles import baseline_config, baseline_profile
     from .baselines.run import frozen_features, prepare, train_system
-    from .profiles import baseline_config, baseline_profile
 
     rows, data, feats = [], None, {}
     for w in warmups:
@@ -257,6 +257,14 @@ def baseline_report(runs: pd.DataFrame, profile: str, seconds: float) -> tuple[s
     return text, chosen
 
 
+def choose_backbone(table: pd.DataFrame, max_epochs: int = MAX_EPOCHS) -> dict:
+    """The grid's choice: the highest validation Rsum among the settings of at most ``max_epochs`` (fewer epochs on a
+    tie).  Only ``best_val_rsum`` is read: no column of test numbers enters the choice."""
+    affordable = table[table["epochs"] <= max_epochs]
+    best = affordable.sort_values(["best_val_rsum", "epochs"], ascending=[False, True], kind="stable").iloc[0]
+    return {"lr": float(best["lr"]), "epochs": int(best["epochs"])}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m osdpm_lib.tuning", description=__doc__)
     ap.add_argument("--profile", default="default")
@@ -287,13 +295,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     backbone = validation_table(args.profile, args.data_dir, args.runs_dir, "clip",
                                 grid(lr=[3e-5, 1e-4, 3e-4, 1e-3], epochs=[2, 3, 4], module_lr=[1e-3]))
-    affordable = backbone[backbone["epochs"] <= MAX_EPOCHS]
-    best = affordable.sort_values(["best_val_rsum", "epochs"], ascending=[False, True]).iloc[0]
-    chosen = {"lr": float(best["lr"]), "epochs": int(best["epochs"])}   # module_lr: no effect on clip (pinned: the
+    chosen = choose_backbone(backbone)   # module_lr: no effect on clip (pinned: the
     # grid does not depend on the profile's values it chooses)
     modules = validation_table(args.profile, args.data_dir, args.runs_dir, "osdpm",
                                [chosen | g for g in grid(module_lr=[3e-4, 1e-3, 3e-3])])
-    best_m = modules.sort_values("best_val_rsum", ascending=False).iloc[0]
+    best_m = modules.sort_values("best_val_rsum", ascending=False, kind="stable").iloc[0]
     text = [
         "# Fine-tuning hyperparameters, chosen on validation only",
         "",

@@ -300,3 +300,46 @@ def test_epoch_size_and_batch_pairs_by_caption_and_by_image(bundle):
     drawn = torch.cat([train_mod.batch_pairs(by_image, torch.arange(N_TRAIN), tr.caption_index(), tr.caption_image,
                                              g)[1] for _ in range(8)])
     assert set(drawn.tolist()) == set(range(len(tr.captions)))
+
+
+@pytest.mark.parametrize("val_rsums, patience, epochs_run", [
+    ([10.0, 30.0, 20.0, 25.0, 29.0, 40.0, 5.0], 3, 4),   # best at 1; epochs 2-4 do not beat it: stop before 5
+    ([10.0, 30.0, 20.0, 25.0, 29.0, 40.0, 5.0], 4, 6),   # patience 4 reaches epoch 5's 40, then the cap
+    ([10.0, 30.0, 30.0, 30.0], 2, 3),                    # a tie does not beat the best: stop after 2 more
+    ([10.0, 20.0, 30.0], 0, 2),                          # patience 0: every epoch
+])
+def test_early_stopping_on_validation(bundle, tmp_path, scripted_encoder, val_rsums, patience, epochs_run):
+    calls = scripted_encoder(val_rsums)
+    cfg = config(epochs=len(val_rsums) - 1, patience=patience, score_test=False, purpose="tuning")
+    res = train(cfg, tmp_path, tmp_path / "run", bundle=bundle)
+    assert [name for name, _ in calls] == ["val"] * (epochs_run + 1)          # no test split, ever
+    assert res["epochs_run"] == epochs_run and res["max_epochs"] == len(val_rsums) - 1
+    seen = val_rsums[:epochs_run + 1]
+    assert res["best_epoch"] == seen.index(max(seen)) and res["best_val_rsum"] == max(seen)
+    assert res["val"]["rsum"] == max(seen) and "test" not in res
+    run = tmp_path / "run"
+    assert (run / "selection.json").is_file() and not (run / "test_metrics.json").exists()
+    assert not (run / "test_encoded.npz").exists() and not (run / "embeddings.npz").exists()
+    assert train(cfg, tmp_path, run, bundle=bundle) == res        # a finished run is reused as it is
+
+
+def test_stop_early_rule():
+    cfg = config(patience=2)
+    assert [train_mod.stop_early(cfg, e, best_epoch=1) for e in range(1, 6)] == [False, False, False, True, True]
+    assert not any(train_mod.stop_early(config(), e, 0) for e in range(1, 30))
+    floor = config(patience=2, min_epochs=5)      # no stop before 5 epochs were trained, whatever the best
+    assert [train_mod.stop_early(floor, e, best_epoch=1) for e in range(1, 8)] == [False] * 5 + [True, True]
+
+
+def test_tuning_and_design_runs_cannot_score_test():
+    for purpose in ("tuning", "design"):
+        with pytest.raises(ValueError, match=f"a {purpose} run scores no test split: set score_test=False"):
+            config(purpose=purpose)
+    with pytest.raises(ValueError, match="unknown purpose 'tune'"):
+        config(purpose="tune", score_test=False)
+    with pytest.raises(ValueError, match="patience and min_epochs must be >= 0"):
+        config(patience=-1)
+    # neutral at their defaults: a book run keeps its identity; the study's options change it
+    assert config().key() == config(patience=0, score_test=True, purpose="book").key()
+    assert len({config().key(), config(patience=3).key(), config(score_test=False).key(),
+                config(purpose="study", score_test=False).key()}) == 4

@@ -1,0 +1,540 @@
+"""The study behind Table 3's verdict (``make study``): equal tuning on validation, a pilot that measures the variance
+of the comparisons, seeds and folds chosen for power, final runs scored once on untouched test folds.
+
+Stages (each reuses finished runs; ``python -m osdpm_lib.study --stage all`` runs them in order):
+
+1. ``tune``: every variant of :data:`VARIANTS` gets the same budget on the benchmark's *validation* split
+   (``data/study/train``: :data:`DATA`): the learning-rate grid :data:`LR_GRID` with :data:`TUNE_SEEDS`, then
+   for the variants with modules the module learning-rate grid :data:`MODULE_LR_GRID` at the chosen lr.  A choice on
+   the edge of its grid extends the grid one step (x3) that way, up to :data:`MAX_EXTENSIONS` times.  The rule: the
+   highest mean validation Rsum over the seeds; the smaller learning rate on a tie.  Every run trains up to
+   :data:`MAX_EPOCHS` epochs with early stopping (:data:`PATIENCE`) and scores no test split.
+2. ``pilot``: the chosen settings with :data:`PILOT_SEEDS`, scored on the pilot fold (``folds.PILOT_SEED``, a fold
+   of the study's size that is not a study fold): the variance components of each comparison
+   (:func:`osdpm_lib.power.variance_components`) and the plan (:func:`osdpm_lib.power.plan`): the number of seeds
+   and folds for a minimum detectable effect of at most :data:`MARGIN_REL` of clip's Rsum.
+3. ``final``: every variant with the planned seeds (from :data:`FINAL_SEED0` on), purpose ``"study"``, then each
+   selected model scored once on every planned fold (``<run>/folds/foldNN.npz``).
+
+The analysis (paired comparisons, verdicts, MDE and power, the sensitivity check) is notebook
+``notebooks/study/S1_study.py``; its parameters cell fixes the equivalence margin before any final run exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import folds, profiles
+from .paths import ROOT, relative, resolve
+
+VARIANTS = ("clip", "clip+dapn", "osdpm")
+WITH_MODULES = ("clip+dapn", "osdpm")
+PAIRS = (("osdpm", "clip"), ("clip+dapn", "clip"), ("osdpm", "clip+dapn"))
+LR_GRID = (3e-4, 1e-3, 3e-3)
+MODULE_LR_GRID = (3e-4, 1e-3, 3e-3)
+MODULE_LR_DURING_LR_SEARCH = 1e-3
+MAX_EXTENSIONS = 2
+TUNE_SEEDS = (200, 201, 202)                  # never the book's (0-4) nor the earlier tuning's (100-102)
+PILOT_SEEDS = TUNE_SEEDS                      # the pilot: the chosen settings' tuning runs (3 seeds each)
+FINAL_SEED0 = 1000                            # the final runs: seeds 1000, 1001, ...
+MAX_EPOCHS = 12
+PATIENCE = 3
+MIN_EPOCHS = 6         # no stop before: with patience alone, runs whose validation dipped after the warm-up stopped at
+                       # epoch 4-6 some 6 Rsum below the others (the first tuning attempt)
+# The study's training data: the benchmark's generator and sizes for train (1,200 images, as the book's), with a
+# validation split of 1,000 images (the book's 300 made early stopping stop on noise: +-7 Rsum between epochs) and
+# no test split; its own seed.
+DATA = {"n_images": 2200, "n_val": 1000, "n_test": 0, "image_size": 64, "seed": 9300}
+MARGIN_REL = 0.037     # the paper's RSICD gain relative to its CLIP row; the equivalence margin and the MDE target
+SECOND_EFFECT_REL = 0.025   # the paper's RSITMD gain relative to its CLIP row
+PROFILE = "default"
+WORKERS = 2            # training processes side by side, one CPU thread each (about 1.25x one 2-thread process)
+
+
+@dataclasses.dataclass
+class Layout:
+    """Where the study keeps its data, runs and results."""
+    root: Path = ROOT
+
+    @property
+    def data(self) -> Path:            # the study's train and val (DATA); it has no test split
+        return self.root / "data" / "study" / "train"
+
+    @property
+    def pilot(self) -> Path:
+        return self.root / "data" / "study" / "pilot"
+
+    @property
+    def folds(self) -> Path:
+        return self.root / "data" / "study" / "folds"
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs" / "study"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results" / "study"
+
+
+def config(variant: str, seed: int, purpose: str, **over):
+    """The study's ``TrainConfig``: the book's default profile, early stopping, no test split, one thread."""
+    return profiles.train_config(PROFILE, variant, seed, **({"epochs": MAX_EPOCHS, "patience": PATIENCE,
+                                                              "min_epochs": MIN_EPOCHS} | over),
+                                 score_test=False, purpose=purpose, progress=False, threads=1,
+                                 stage_embeddings=False)
+
+
+def setting_name(variant: str, lr: float, module_lr: float | None) -> str:
+    name = f"{variant.replace('+', '_')}_lr{lr:g}"
+    return name + (f"_mlr{module_lr:g}" if module_lr is not None and variant in WITH_MODULES else "")
+
+
+def _train_job(job) -> dict:
+    from .train import train
+
+    cfg, data_dir, run_dir, *targets = job
+    result = train(cfg, data_dir, run_dir)
+    for fold_dir, name in (targets[0] if targets else ()):
+        score(run_dir, fold_dir, name)
+    return result
+
+
+def run_jobs(jobs: list, workers: int = WORKERS) -> list[dict]:
+    """Train ``(cfg, data_dir, run_dir[, [(fold_dir, name), ...]])`` jobs, ``workers`` at a time (finished runs are
+    reused), each then scored on the folds listed (:func:`score`)."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [_train_job(j) for j in jobs]
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as ex:
+        return list(ex.map(_train_job, jobs))
+
+
+# ------------------------------------------------------------------------------------------------ 1. tuning
+def _grid_rows(variant: str, settings: list[tuple[float, float | None]], lay: Layout, workers: int) -> pd.DataFrame:
+    jobs, meta = [], []
+    for lr, mlr in settings:
+        over = {"lr": lr} | ({"module_lr": mlr} if mlr is not None else {})
+        for seed in TUNE_SEEDS:
+            jobs.append((config(variant, seed, "tuning", **over), lay.data,
+                         lay.runs / "tuning" / f"{setting_name(variant, lr, mlr)}_s{seed}"))
+            meta.append({"variant": variant, "lr": lr, "module_lr": mlr, "seed": seed})
+    res = run_jobs(jobs, workers)
+    return pd.DataFrame([m | {"best_val_rsum": r["best_val_rsum"], "best_epoch": r["best_epoch"],
+                              "epochs_run": r["epochs_run"], "train_s": r["train_s"]} for m, r in zip(meta, res)])
+
+
+def choose_on_grid(rows: pd.DataFrame, axis: str) -> tuple[float, str]:
+    """The value of ``axis`` with the highest mean validation Rsum over seeds (the smaller value on a tie) and
+    where it sits on the grid tried: ``"low"``, ``"high"`` or ``"inside"``.  Only ``best_val_rsum`` is read."""
+    if "test_rsum" in rows:     # defensive: a tuning table never carries test numbers into a choice
+        rows = rows.drop(columns=["test_rsum"])
+    means = rows.groupby(axis)["best_val_rsum"].mean()
+    best = max(means.index, key=lambda v: (round(means[v], 9), -v))
+    grid = sorted(means.index)
+    edge = "low" if best == grid[0] and len(grid) > 1 else "high" if best == grid[-1] and len(grid) > 1 else "inside"
+    return float(best), edge
+
+
+def tune_axis(variant: str, axis: str, grid, fixed: dict, lay: Layout, workers: int) -> tuple[float, pd.DataFrame]:
+    """Search ``axis`` (``lr`` or ``module_lr``) over ``grid`` with the other one ``fixed``; extend on an edge."""
+    grid, frames = sorted(grid), []
+    for ext in range(MAX_EXTENSIONS + 1):
+        tried = set() if not frames else set(pd.concat(frames)[axis])
+        todo = [v for v in grid if v not in tried]
+        settings = [(v, fixed.get("module_lr")) if axis == "lr" else (fixed["lr"], v) for v in todo]
+        frames.append(_grid_rows(variant, settings, lay, workers).assign(extension=ext))
+        rows = pd.concat(frames)
+        best, edge = choose_on_grid(rows, axis)
+        if edge == "inside" or ext == MAX_EXTENSIONS:
+            return best, rows
+        grid = [best / 3] if edge == "low" else [best * 3]
+    raise AssertionError("unreachable")
+
+
+def tune(lay: Layout, workers: int = WORKERS) -> dict:
+    """Stage 1: the choices per variant and the table of every tuning run (all on validation)."""
+    choices, frames = {}, []
+    for variant in VARIANTS:
+        mlr0 = MODULE_LR_DURING_LR_SEARCH if variant in WITH_MODULES else None
+        lr, rows = tune_axis(variant, "lr", LR_GRID, {"module_lr": mlr0}, lay, workers)
+        frames.append(rows.assign(stage="lr"))
+        choices[variant] = {"lr": lr}
+        if variant in WITH_MODULES:
+            mlr, rows2 = tune_axis(variant, "module_lr", MODULE_LR_GRID, {"lr": lr}, lay, workers)
+            frames.append(rows2.assign(stage="module_lr"))
+            choices[variant]["module_lr"] = mlr
+    table = pd.concat(frames, ignore_index=True)
+    return {"choices": choices, "runs": table}
+
+
+def choices_path(lay: Layout) -> Path:
+    return lay.results / "tables" / "tuning_choices.json"
+
+
+def load_choices(lay: Layout) -> dict:
+    p = choices_path(lay)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: run the tuning first (python -m osdpm_lib.study --stage tune)")
+    return json.loads(p.read_text())
+
+
+def chosen_overrides(choices: dict, variant: str) -> dict:
+    c = choices[variant]
+    return {"lr": c["lr"]} | ({"module_lr": c["module_lr"]} if variant in WITH_MODULES else {})
+
+
+# ------------------------------------------------------------------------------------------------ scoring
+def run_purpose(run_dir) -> str:
+    return json.loads((Path(run_dir) / "config.json").read_text()).get("purpose", "book")
+
+
+def score(run_dir, data_dir, out_name: str, split: str = "test"):
+    """Encode ``split`` of ``data_dir`` with the run's selected model, once (``<run_dir>/folds/<out_name>.npz``,
+    reused afterwards).  A study fold is refused to any run whose purpose is not ``"study"``
+    (:class:`osdpm_lib.folds.StudyFoldError`)."""
+    from .cache import SplitTensors
+    from .data import load as load_annotations
+    from .evaluate import Encoded
+    from .train import autocast_dtype, encode_split, load_trained
+
+    run_dir = Path(run_dir)
+    folds.refuse_study_fold(data_dir, run_purpose(run_dir))
+    out = run_dir / "folds" / f"{out_name}.npz"
+    if out.is_file():
+        return Encoded.load(out)
+    model, tokenizer, pre, cfg = load_trained(run_dir)
+    ann = load_annotations(data_dir)
+    tensors = SplitTensors.build(ann.split(split), Path(data_dir) / "images", pre["image_size"], tokenizer,
+                                 Path(data_dir) / ".cache")
+    from .cache import Normalizer
+    import torch
+
+    enc = encode_split(model, tensors, Normalizer(pre["mean"], pre["std"]), cfg, torch.device("cpu"),
+                       autocast_dtype("fp32", torch.device("cpu")))
+    out.parent.mkdir(exist_ok=True)
+    enc.save(out)
+    return enc
+
+
+# ------------------------------------------------------------------------------------------------ 2. pilot
+def pilot_runs(lay: Layout, choices: dict, workers: int = WORKERS) -> pd.DataFrame:
+    """The chosen settings with :data:`PILOT_SEEDS` (the tuning runs of the chosen settings are reused)."""
+    jobs, meta = [], []
+    for variant in VARIANTS:
+        over = chosen_overrides(choices, variant)
+        name = setting_name(variant, over["lr"], over.get("module_lr"))
+        for seed in PILOT_SEEDS:
+            purpose = "tuning" if seed in TUNE_SEEDS else "design"
+            folder = "tuning" if seed in TUNE_SEEDS else "pilot"
+            jobs.append((config(variant, seed, purpose, **over), lay.data, lay.runs / folder / f"{name}_s{seed}",
+                         [(lay.pilot, "pilot")]))
+            meta.append({"variant": variant, "seed": seed, "run_dir": relative(jobs[-1][2])})
+    folds.generate_fold(lay.pilot, folds.PILOT_SEED)
+    res = run_jobs(jobs, workers)
+    return pd.DataFrame([m | {"best_val_rsum": r["best_val_rsum"], "best_epoch": r["best_epoch"],
+                              "epochs_run": r["epochs_run"]} for m, r in zip(meta, res)])
+
+
+# ------------------------------------------------------------------------------------------------ 3. final
+def final_runs(lay: Layout, choices: dict, n_seeds: int, n_folds: int, workers: int = WORKERS) -> pd.DataFrame:
+    """The study's runs: every variant x ``n_seeds`` seeds, then each scored once on ``n_folds`` folds."""
+    fold_dirs = folds.generate_folds(lay.folds, n_folds)
+    jobs, meta = [], []
+    for seed in range(FINAL_SEED0, FINAL_SEED0 + n_seeds):
+        for variant in VARIANTS:
+            over = chosen_overrides(choices, variant)
+            run_dir = lay.runs / "final" / profiles.run_name(variant, seed)
+            jobs.append((config(variant, seed, "study", **over), lay.data, run_dir, [(d, d.name) for d in fold_dirs]))
+            meta.append({"variant": variant, "seed": seed, "run_dir": relative(run_dir)})
+    res = run_jobs(jobs, workers)
+    return pd.DataFrame([m | {"best_val_rsum": r["best_val_rsum"], "best_epoch": r["best_epoch"],
+                              "epochs_run": r["epochs_run"], "max_epochs": r["max_epochs"], "train_s": r["train_s"]}
+                         for m, r in zip(meta, res)])
+
+
+# ------------------------------------------------------------------------------------------------ analysis
+MAX_SEEDS = 20         # the most seeds the 2-hour budget on 2 cores affords (3 runs of about 80 s per seed)
+SAFETY = 1.25          # the plan inflates the pilot's variance estimate (3 seeds) by this factor
+FOLD_OPTIONS = (5, 10, 15, 20)
+
+
+def load_systems(runs: pd.DataFrame, fold_names, ties: str = "expected") -> dict:
+    """``{variant: {seed: [power.RunFold per fold]}}`` from a runs table (``variant``, ``seed``, ``run_dir``) and
+    the stored fold encodings ``<run_dir>/folds/<name>.npz``; a duplicated (variant, seed) is an error."""
+    from .evaluate import Encoded
+    from .power import scored, systems_from_runs
+
+    rows = []
+    for r in runs.itertuples():
+        rfs = []
+        for name in fold_names:
+            enc = Encoded.load(resolve(r.run_dir) / "folds" / f"{name}.npz")
+            rfs.append(scored(enc.sims(), enc.caption_image, ties))
+        rows.append((r.variant, int(r.seed), rfs))
+    return systems_from_runs(rows)
+
+
+def mean_metric(system: dict, name: str = "rsum") -> float:
+    """A system's metric averaged over its seeds and folds."""
+    from .power import metric
+
+    return float(np.mean([[metric(rf, name) for rf in rfs] for rfs in system.values()]))
+
+
+STUDY_BUDGET_S = 7200     # the whole study: 2 hours on 2 cores
+ANALYSIS_S = 900          # the two notebooks (scoring tables, bootstrap, sensitivity check)
+FOLD_GEN_S = 30           # generating one fold of 1,000 images beside two training workers (measured: 29 s)
+
+
+def costs(tables_dir) -> dict:
+    """Measured costs (seconds of the 2-core machine, workers side by side): a training run (the tuning's mean), a
+    fold scoring (the pilot's mean), and what the study budget leaves for the final runs."""
+    tables_dir = Path(tables_dir)
+    tune_s = json.loads((tables_dir / "tuning_choices.json").read_text())["seconds"]
+    n_tune = len(pd.read_csv(tables_dir / "tuning_runs.csv"))
+    pilot_s = float((tables_dir / "pilot_seconds.txt").read_text())
+    n_pilot = len(pd.read_csv(tables_dir / "pilot_runs.csv"))
+    return {"run_s": tune_s / n_tune, "score_s": max(pilot_s / n_pilot, 1.0), "tuning_s": tune_s, "pilot_s": pilot_s,
+            "final_budget_s": STUDY_BUDGET_S - tune_s - pilot_s - ANALYSIS_S}
+
+
+def make_plan(pilot: dict, margin_rel: float = MARGIN_REL, max_seeds: int = MAX_SEEDS, safety: float = SAFETY,
+              pairs=PAIRS, primary=("osdpm", "clip"), cost: dict | None = None) -> dict:
+    """The design from the pilot's systems (one pilot fold): each pair's variance components, and the cheapest
+    seeds x folds (``cost``: :func:`costs`, within its budget) that bring the *primary* comparison's MDE to
+    ``margin_rel`` x clip's pilot Rsum; the absolute equivalence margin is fixed here, before any final run."""
+    from .power import mde, plan, predicted_se, variance_components
+
+    clip_rsum = mean_metric(pilot["clip"])
+    target = margin_rel * clip_rsum
+    comps = {f"{a} − {b}": variance_components(pilot[a], pilot[b], names=(a, b)) for a, b in pairs}
+    price = None if cost is None else (lambda S, F: S * len(VARIANTS) * (cost["run_s"] + F * cost["score_s"])
+                                       + F * FOLD_GEN_S)
+    chosen = plan(comps[f"{primary[0]} − {primary[1]}"], target, max_seeds, FOLD_OPTIONS, safety, price,
+                  None if cost is None else cost["final_budget_s"])
+    predicted = {k: mde(predicted_se(c, chosen["n_seeds"], chosen["n_folds"])) for k, c in comps.items()}
+    return {"margin_rel": margin_rel, "clip_rsum_pilot": clip_rsum, "margin_abs": target, "target_mde": target,
+            "safety": safety, "max_seeds": max_seeds, **chosen, "primary": f"{primary[0]} − {primary[1]}",
+            "predicted_mde": predicted, "components": comps, "pilot_seeds": sorted(pilot["clip"]),
+            "costs": cost}
+
+
+def comparison_table(systems: dict, margin_rel: float, rsum_margin: float | None = None, pairs=PAIRS,
+                     metrics=None, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """One row per comparison and metric: difference (absolute, relative to clip's value), SE, 95% and 90% CI, MDE
+    (absolute, relative), power against the paper's relative effects, the equivalence margin and the verdict.
+    ``rsum_margin``: Rsum's absolute margin fixed before the runs (default ``margin_rel`` x clip's Rsum here);
+    the rank metrics' margins are ``margin_rel`` x clip's value."""
+    from .power import METRICS, mde, nested_bootstrap, power, verdict
+
+    metrics = list(metrics or METRICS)
+    ref = {m: mean_metric(systems["clip"], m) for m in metrics}
+    rows, cache = [], {}
+    for a, b in pairs:
+        res = nested_bootstrap(systems[a], systems[b], metrics, n_boot, seed, names=(a, b), cache=cache)
+        for m, c in res.items():
+            margin = rsum_margin if (m == "rsum" and rsum_margin) else margin_rel * abs(ref[m])
+            m_abs = mde(c.se)
+            rows.append({"comparison": f"{a} − {b}", "metric": m, "clip_value": ref[m], "diff": c.diff,
+                         "diff_rel_pct": 100 * c.diff / ref[m], "se": c.se, "ci95_low": c.ci95[0],
+                         "ci95_high": c.ci95[1], "ci90_low": c.ci90[0], "ci90_high": c.ci90[1], "mde": m_abs,
+                         "mde_rel_pct": 100 * m_abs / abs(ref[m]),
+                         f"power_at_{100 * MARGIN_REL:g}pct": power(MARGIN_REL * abs(ref[m]), c.se),
+                         f"power_at_{100 * SECOND_EFFECT_REL:g}pct": power(SECOND_EFFECT_REL * abs(ref[m]), c.se),
+                         "margin": margin, "verdict": verdict(c.ci95, c.ci90, margin, METRICS[m]),
+                         "n_seeds": c.n_seeds, "n_folds": c.n_folds, "n_images": c.n_images})
+    return pd.DataFrame(rows)
+
+
+def variance_table(systems: dict, pairs=PAIRS, n_seeds: int | None = None, n_folds: int | None = None
+                   ) -> pd.DataFrame:
+    """The variance split of every comparison's Rsum difference (per fold of the study's size), and each part's
+    share of the variance of the study's estimate with ``n_seeds`` and ``n_folds``."""
+    from .power import predicted_se, variance_components
+
+    rows = []
+    for a, b in pairs:
+        c = variance_components(systems[a], systems[b], names=(a, b))
+        S, F = n_seeds or c["n_seeds"], n_folds or c["n_folds"]
+        parts = {"seed": c["seed"] / S, "image": c["image"] / F, "seed_x_image": c["seed_x_image"] / (S * F)}
+        total = sum(parts.values())
+        rows.append({"comparison": f"{a} − {b}", "var_seed": c["seed"], "var_image": c["image"],
+                     "var_seed_x_image": c["seed_x_image"], "n_seeds": S, "n_folds": F,
+                     "se_predicted": predicted_se(c, S, F),
+                     **{f"share_{k}_pct": 100 * v / total if total else float("nan") for k, v in parts.items()}})
+    return pd.DataFrame(rows)
+
+
+def planted(enc, alpha: float) -> np.ndarray:
+    """The similarities of ``enc`` with ``alpha`` added to every true (image, caption) pair: a system that knows a
+    little more of the answer, by a calibrated amount."""
+    sims = enc.sims().astype(np.float64)
+    sims[enc.caption_image, np.arange(len(enc.caption_image))] += alpha
+    return sims
+
+
+def calibrate_plant(encs: list, gain: float, ties: str = "expected", hi: float = 0.5, iters: int = 18) -> float:
+    """The ``alpha`` whose planted similarities raise the mean Rsum over ``encs`` by ``gain`` points (bisection)."""
+    from .metrics import retrieval_metrics
+
+    base = np.mean([retrieval_metrics(e.sims(), e.caption_image, ties)["rsum"] for e in encs])
+    lo = 0.0
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        got = np.mean([retrieval_metrics(planted(e, mid), e.caption_image, ties)["rsum"] for e in encs]) - base
+        lo, hi = (mid, hi) if got < gain else (lo, mid)
+    return (lo + hi) / 2
+
+
+def sensitivity_check(runs: pd.DataFrame, fold_names, margin: float, effect_rel: float = MARGIN_REL,
+                      n_reps: int = 200, n_boot: int = 500, seed: int = 0, ties: str = "expected",
+                      calibrate_on: int = 3) -> dict:
+    """A positive and a negative control of the instrument, from the measured ``clip`` runs.
+
+    ``planted`` clip: every run's similarities with ``alpha`` added to the true pairs, ``alpha`` calibrated on the
+    first ``calibrate_on`` seeds so that the mean Rsum gain is ``effect_rel`` x clip's Rsum.  Each of ``n_reps``
+    repetitions builds a study of the same size: per seed slot, arm A draws a run of the pool and arm B another run
+    (a different seed), and every fold's images are resampled; the design's own analysis (:func:`nested_bootstrap`,
+    :func:`verdict`) then gives a verdict.  Null: both arms from the clip runs (no true difference); planted: arm A
+    from the planted runs.  Returns the rates of ``better`` (planted) and of ``better`` or ``worse`` (null)."""
+    from .evaluate import Encoded
+    from .power import metric, nested_bootstrap, scored, verdict
+
+    clip = runs[runs["variant"] == "clip"].sort_values("seed")
+    encs = {int(r.seed): [Encoded.load(resolve(r.run_dir) / "folds" / f"{n}.npz") for n in fold_names]
+            for r in clip.itertuples()}
+    labels = sorted(encs)
+    base = {s: [scored(e.sims(), e.caption_image, ties) for e in encs[s]] for s in labels}
+    clip_rsum = float(np.mean([[metric(rf, "rsum") for rf in base[s]] for s in labels]))
+    gain = effect_rel * clip_rsum
+    alpha = calibrate_plant([e for s in labels[:calibrate_on] for e in encs[s][:2]], gain, ties)
+    plant = {s: [scored(planted(e, alpha), e.caption_image, ties) for e in encs[s]] for s in labels}
+    achieved = float(np.mean([[metric(p, "rsum") - metric(b, "rsum") for p, b in zip(plant[s], base[s])]
+                              for s in labels]))
+    rng = np.random.default_rng(seed)
+    S = len(labels)
+    counts = {"null": {v: 0 for v in ("better", "worse", "equivalent", "inconclusive")},
+              "planted": {v: 0 for v in ("better", "worse", "equivalent", "inconclusive")}}
+    for rep in range(n_reps):
+        ia = rng.integers(0, S, size=S)
+        ib = (ia + 1 + rng.integers(0, S - 1, size=S)) % S
+        bw = [rng.multinomial(rf.n_images, np.full(rf.n_images, 1.0 / rf.n_images)) for rf in base[labels[0]]]
+        for arm, pool in (("null", base), ("planted", plant)):
+            a = {k: pool[labels[i]] for k, i in enumerate(ia)}
+            b = {k: base[labels[i]] for k, i in enumerate(ib)}
+            c = nested_bootstrap(a, b, ("rsum",), n_boot, seed + rep, base_weights=bw)["rsum"]
+            counts[arm][verdict(c.ci95, c.ci90, margin)] += 1
+    return {"alpha": alpha, "planted_gain": achieved, "planted_gain_rel_pct": 100 * achieved / clip_rsum,
+            "target_gain": gain, "n_reps": n_reps, "n_boot": n_boot, "n_seeds": S, "n_folds": len(fold_names),
+            "detection_rate": counts["planted"]["better"] / n_reps,
+            "false_positive_rate": (counts["null"]["better"] + counts["null"]["worse"]) / n_reps,
+            "null_equivalent_rate": counts["null"]["equivalent"] / n_reps, "counts": counts}
+
+
+def tuning_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per variant and setting of the tuning: mean and SD of the best validation Rsum over the seeds, the selected
+    and the last epochs."""
+    g = runs.assign(module_lr=runs["module_lr"].fillna(-1)).groupby(["variant", "stage", "lr", "module_lr"],
+                                                                    sort=False)
+    out = g.agg(n_seeds=("seed", "nunique"), val_rsum_mean=("best_val_rsum", "mean"),
+                val_rsum_sd=("best_val_rsum", "std"),
+                best_epochs=("best_epoch", lambda e: ", ".join(map(str, e))),
+                epochs_run=("epochs_run", lambda e: ", ".join(map(str, e)))).reset_index()
+    return out.assign(module_lr=out["module_lr"].where(out["module_lr"] >= 0))
+
+
+def variant_table(systems: dict, metrics=("rsum", "mrr_i2t", "mrr_t2i", "medr_i2t", "medr_t2i")) -> pd.DataFrame:
+    """Per variant: each metric's mean over seeds (of the mean over folds) and its SD over seeds; mR = Rsum / 6."""
+    from .power import metric
+
+    rows = []
+    for variant, sys_ in systems.items():
+        per_seed = {m: [np.mean([metric(rf, m) for rf in rfs]) for rfs in sys_.values()] for m in metrics}
+        row = {"variant": variant, "n_seeds": len(sys_), "n_folds": len(next(iter(sys_.values())))}
+        for m, v in per_seed.items():
+            row[m], row[f"{m}_sd"] = float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else float("nan")
+        row["mr"] = row["rsum"] / 6
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def protocol_note(runs: pd.DataFrame, fold_names, n_boot: int, ties: str = "expected") -> str:
+    """What is under every study table: tie rule, seeds, folds (names, seeds, hashes) and the bootstrap."""
+    from .metrics import TIE_RULES
+
+    reg = folds.registered()
+    seeds = sorted(set(runs["seed"]))
+    fl = "; ".join(f"{n} (seed {reg[n]['seed']}, sha256 {reg[n]['images_sha256'][:12]})" for n in fold_names)
+    return (f"Tie rule: {ties} ({TIE_RULES[ties]}). Seeds: {len(seeds)} per variant ({seeds[0]}–{seeds[-1]}), paired "
+            f"by seed label. Test folds: {len(fold_names)} × {folds.N_TEST} images: {fl}. Paired bootstrap: {n_boot} "
+            "replicates resampling seed labels and, per fold, test images (with their captions); 95% and 90% "
+            "percentile CIs.")
+
+
+def citation(results=None) -> str:
+    """What the quick book's Table 3 says about its verdict: the study's (``results/study/tables/verdict.json``),
+    one line per comparison, or that the study has not been run."""
+    path = Path(results or Layout().results) / "tables" / "verdict.json"
+    if not path.is_file():
+        return ("The verdict on Table 3 comes from the study (make study, results/study), which has not been run "
+                "here; this quick chain's paired CIs are too wide to tell the paper's effect from none.")
+    v = json.loads(path.read_text())
+    lines = [f"The verdict on Table 3 comes from the study (make study; results/study/tables/table3_study.md): "
+             f"{v['n_seeds']} seeds × {v['n_folds']} untouched test folds of 1,000 images, equivalence margin "
+             f"±{v['margin_abs']:.2f} Rsum ({100 * v['margin_rel']:g}% of clip's Rsum, fixed before the runs):"]
+    for c in v["comparisons"]:
+        lines.append(f"  {c['comparison']}: {c['diff']:+.2f} Rsum, 95% CI [{c['ci95_low']:+.2f}, {c['ci95_high']:+.2f}], "
+                     f"MDE {c['mde']:.2f} ({c['mde_rel_pct']:.1f}%): {c['verdict']}")
+    lines.append("This chain's own comparisons (5 seeds, its test split) are too wide to tell the paper's effect "
+                 "(+3.7% relative) from none.")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m osdpm_lib.study", description=__doc__)
+    ap.add_argument("--stage", choices=("tune", "pilot", "final"), required=True)
+    ap.add_argument("--workers", type=int, default=WORKERS)
+    ap.add_argument("--seeds", type=int, help="final: the number of seeds (default: the plan's)")
+    ap.add_argument("--folds", type=int, help="final: the number of folds (default: the plan's)")
+    args = ap.parse_args(argv)
+    lay = Layout()
+    from .synth import generate
+
+    generate(lay.data, **DATA)
+    t0 = time.perf_counter()
+    tables = lay.results / "tables"
+    tables.mkdir(parents=True, exist_ok=True)
+    if args.stage == "tune":
+        out = tune(lay, args.workers)
+        out["runs"].to_csv(tables / "tuning_runs.csv", index=False)
+        choices_path(lay).write_text(json.dumps(out["choices"] | {"seconds": round(time.perf_counter() - t0)},
+                                                indent=2))
+        print(out["choices"])
+    elif args.stage == "pilot":
+        runs = pilot_runs(lay, load_choices(lay), args.workers)
+        runs.to_csv(tables / "pilot_runs.csv", index=False)
+        (tables / "pilot_seconds.txt").write_text(f"{time.perf_counter() - t0:.0f}\n")
+    else:
+        plan = json.loads((tables / "plan.json").read_text()) if (tables / "plan.json").is_file() else {}
+        n_seeds, n_folds = args.seeds or plan.get("n_seeds"), args.folds or plan.get("n_folds")
+        if not n_seeds or not n_folds:
+            raise SystemExit(f"{tables / 'plan.json'} is missing: run the pilot's analysis first, or give "
+                             "--seeds and --folds")
+        runs = final_runs(lay, load_choices(lay), n_seeds, n_folds, args.workers)
+        runs.to_csv(tables / "final_runs.csv", index=False)
+        (tables / "final_seconds.txt").write_text(f"{time.perf_counter() - t0:.0f}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

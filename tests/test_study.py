@@ -1,0 +1,161 @@
+"""The study's protocol: untouched test folds (hashes, and no tuning/design/book run may read one), tuning that
+follows validation only (with grid extension on an edge), comparisons paired by seed label whatever the order of the
+runs table, and the study's configurations."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from osdpm_lib import folds, study, tuning
+from osdpm_lib.stats import compare_runs, pair_by_seed, per_image_contributions
+from osdpm_lib.synth import generate
+from osdpm_lib.train import TrainConfig, train
+
+
+@pytest.fixture
+def fold(tmp_path, monkeypatch):
+    """A tiny fold registered in a temporary registry."""
+    monkeypatch.setattr(folds, "REGISTRY", tmp_path / "study_folds.json")
+    d = tmp_path / "fold00"
+    generate(d, n_images=24, seed=folds.FOLD_SEEDS[0], image_size=32, n_val=0, n_test=20)
+    folds.register(d, "fold00", folds.FOLD_SEEDS[0], 32)
+    return d
+
+
+def test_tuning_design_and_book_runs_cannot_read_a_study_fold(fold, tmp_path):
+    for purpose in ("tuning", "design", "book"):
+        with pytest.raises(folds.StudyFoldError, match=f"fold00 .*a '{purpose}' run may not read it"):
+            folds.refuse_study_fold(fold, purpose)
+    folds.refuse_study_fold(fold, "study")              # the study's final runs may
+    folds.refuse_study_fold(tmp_path, "tuning")         # any other folder is not a fold
+    for purpose in ("tuning", "design"):                # train refuses before any model is built
+        cfg = TrainConfig(epochs=1, purpose=purpose, score_test=False, progress=False)
+        with pytest.raises(folds.StudyFoldError, match="only the study's final runs"):
+            train(cfg, fold, tmp_path / f"run_{purpose}")
+    with pytest.raises(folds.StudyFoldError):
+        train(TrainConfig(epochs=1, progress=False), fold, tmp_path / "run_book")
+    run = tmp_path / "tuning_run"                       # scoring a fold from a tuning run's selected model
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"purpose": "tuning"}))
+    with pytest.raises(folds.StudyFoldError, match="a 'tuning' run may not read it"):
+        study.score(run, fold, "fold00")
+    assert not (run / "folds").exists()
+
+
+def test_fold_hashes_detect_a_changed_fold(fold):
+    entry = folds.registered()["fold00"]
+    assert folds.content_hash(fold) == {k: entry[k] for k in ("json_sha256", "images_sha256", "n_test")}
+    assert entry["n_test"] == 20 and folds.is_study_fold(fold) == "fold00"
+    img = sorted((fold / "images").iterdir())[0]
+    img.write_bytes(img.read_bytes() + b"\0")
+    with pytest.raises(ValueError, match="study fold fold00 differs from the one recorded"):
+        folds.verify(fold, "fold00")
+    with pytest.raises(ValueError, match="a fold's content never changes once recorded"):
+        folds.register(fold, "fold00", folds.FOLD_SEEDS[0], 32)
+
+
+@pytest.mark.skipif(not folds.REGISTRY.is_file(), reason="no study folds registered yet")
+def test_the_registered_first_fold_regenerates_identically(tmp_path):
+    d = folds.generate_fold(tmp_path / "fold00", folds.FOLD_SEEDS[0])
+    entry = folds.registered()["fold00"]
+    assert folds.content_hash(d) == {k: entry[k] for k in ("json_sha256", "images_sha256", "n_test")}
+
+
+def test_fold_seeds_are_new():
+    used = {0, 100, 101, 102, *study.TUNE_SEEDS, *study.PILOT_SEEDS, study.DATA["seed"], 20251}
+    assert not used & set(folds.FOLD_SEEDS) and folds.PILOT_SEED not in folds.FOLD_SEEDS
+
+
+# ------------------------------------------------------------------------------------------------ tuning
+def test_choice_follows_validation_not_test():
+    rows = pd.DataFrame({"lr": [1e-4, 1e-4, 1e-3, 1e-3, 3e-3, 3e-3],
+                         "best_val_rsum": [50.0, 52.0, 60.0, 58.0, 55.0, 57.0],
+                         "test_rsum": [90.0, 91.0, 10.0, 12.0, 30.0, 31.0]})     # test would pick 1e-4
+    assert study.choose_on_grid(rows, "lr") == (1e-3, "inside")
+    assert study.choose_on_grid(rows.iloc[:4], "lr") == (1e-3, "high")
+    tie = pd.DataFrame({"lr": [1e-4, 1e-3], "best_val_rsum": [50.0, 50.0]})
+    assert study.choose_on_grid(tie, "lr") == (1e-4, "low")          # the smaller value on a tie
+
+
+def test_tune_axis_extends_an_edge(monkeypatch):
+    peak = 9e-3      # validation Rsum peaks beyond the grid's top: the grid extends x3 until the choice is inside
+
+    def fake_rows(variant, settings, lay, workers):
+        return pd.DataFrame([{"variant": variant, "lr": lr, "module_lr": mlr, "seed": s,
+                              "best_val_rsum": -abs(np.log(lr / peak)) + 0.01 * s, "best_epoch": 3, "epochs_run": 6,
+                              "train_s": 1.0} for lr, mlr in settings for s in study.TUNE_SEEDS])
+
+    monkeypatch.setattr(study, "_grid_rows", fake_rows)
+    best, rows = study.tune_axis("clip", "lr", (3e-4, 1e-3, 3e-3), {"module_lr": None}, study.Layout(), 1)
+    assert best == pytest.approx(9e-3) and sorted(rows["lr"].unique()) == pytest.approx([3e-4, 1e-3, 3e-3, 9e-3, 2.7e-2])
+    assert rows.groupby("lr")["seed"].nunique().min() == 3
+
+
+def test_tuning_runs_score_no_test_split(monkeypatch, tmp_path):
+    seen = []
+
+    def fake_train(cfg, data_dir, run_dir, **kw):
+        seen.append(cfg)
+        return {"best_val_rsum": 1.0, "best_epoch": 1, "train_s": 0.0, "epochs_run": 1}
+
+    monkeypatch.setattr(tuning, "train", fake_train)
+    tuning.validation_table("default", tmp_path, tmp_path, "clip", [{"lr": 1e-3}])
+    assert all(not c.score_test and c.purpose == "tuning" for c in seen)
+    cfgs = [study.config(v, 200, "tuning") for v in study.VARIANTS] + [study.config("osdpm", 1000, "study")]
+    assert all(not c.score_test and c.patience == study.PATIENCE and c.epochs == study.MAX_EPOCHS for c in cfgs)
+    assert [c.purpose for c in cfgs] == ["tuning"] * 3 + ["study"]
+
+
+# ------------------------------------------------------------------------------------------------ pairing
+def _contrib(seed, n=15):
+    rng = np.random.default_rng(seed)
+    cap = np.repeat(np.arange(n), 2)
+    s = rng.normal(size=(n, 2 * n))
+    s[cap, np.arange(2 * n)] += 1.0
+    return per_image_contributions(s, cap)
+
+
+def test_book_comparisons_pair_by_seed_label():
+    runs = {"osdpm": {s: _contrib(10 + s) for s in (0, 1, 2)}, "clip": {s: _contrib(20 + s) for s in (0, 1, 2)},
+            "zero-shot": {0: _contrib(99)}}
+    pairs = [("osdpm", "clip"), ("clip", "zero-shot")]
+    a = compare_runs(runs, pairs, n_boot=200)
+    shuffled = {"clip": {s: runs["clip"][s] for s in (2, 0, 1)}, "osdpm": {s: runs["osdpm"][s] for s in (1, 2, 0)},
+                "zero-shot": runs["zero-shot"]}
+    pd.testing.assert_frame_equal(a, compare_runs(shuffled, pairs, n_boot=200))
+    del shuffled["clip"][1]
+    with pytest.raises(ValueError, match=r"osdpm seed\(s\) \[1\] have no clip run"):
+        compare_runs(shuffled, pairs, n_boot=10)
+    with pytest.raises(ValueError, match="give both as"):
+        pair_by_seed(runs["osdpm"], [runs["clip"][0]], ("osdpm", "clip"))
+
+
+def test_ablation_contributions_reject_a_duplicated_run(tmp_path):
+    from osdpm_lib import ablation
+    from osdpm_lib.evaluate import Encoded
+
+    for v, s in (("clip", 0), ("clip", 1)):
+        d = ablation.run_dir(tmp_path, v, s)
+        d.mkdir(parents=True)
+        (d / "config.json").write_text("{}")
+        rng = np.random.default_rng(s)
+        Encoded(rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=(8, 3)).astype(np.float32),
+                np.repeat(np.arange(4), 2)).save(d / "test_encoded.npz")
+    table = pd.DataFrame({"variant": ["clip", "clip"], "seed": [1, 0]})
+    got = ablation.contributions(table, tmp_path)
+    assert list(got) == ["clip"] and sorted(got["clip"]) == [0, 1]
+    with pytest.raises(ValueError, match="lists clip seed 1 twice"):
+        ablation.contributions(pd.DataFrame({"variant": ["clip"] * 3, "seed": [1, 0, 1]}), tmp_path)
+
+
+def test_book_tuning_grid_follows_validation_not_test():
+    table = pd.DataFrame({"lr": [1e-4, 1e-3, 1e-3, 3e-3], "epochs": [3, 2, 3, 4],
+                          "best_val_rsum": [110.0, 130.0, 130.0, 150.0],
+                          "test_rsum": [99.0, 10.0, 11.0, 12.0]})     # test would choose 1e-4
+    assert tuning.choose_backbone(table) == {"lr": 1e-3, "epochs": 2}    # 4 epochs not affordable; fewer on a tie
+    comps = pd.DataFrame({"comparison": ["target-high − before", "warmup-30 − before"], "diff": [-0.5, 0.8],
+                          "ci_high": [0.2, 2.0], "test_diff": [5.0, -5.0]})
+    picks = tuning.choose(comps, "before", {"osfcm_target": ["target-high"], "osfcm_warmup_frac": ["warmup-30"]})
+    assert picks == {"osfcm_target": "target-high", "osfcm_warmup_frac": "warmup-30"}   # validation's, not test's
