@@ -129,48 +129,5 @@ def run_name(variant: str, seed: int) -> str:
     return f"{variant.replace('+', '_')}_s{seed}"
 
 
-# ------------------------------------------------------------------------------------------ baselines
-# Sizes of notebook 08 (the paper's comparison systems, osdpm_lib.baselines): the systems and seeds a chain's profile
-# runs, and any osdpm_lib.baselines.run.BaselineConfig field.  The keys follow the chain profiles above.  Offline the
-# ResNet-18 starts from `synthpre` (pretrained on the book's pretraining corpus, osdpm_lib.baselines.pretrain, as the
-# CLIP is) and stays frozen; `scratch` starts it from random init; `finetune` (real data sets) uses ImageNet weights at
-# 224 px and fine-tunes it.  warmup_epochs: chosen on validation (docs/BASELINE_STUDY.md).
-BASELINE_SYSTEMS = ["VSE++", "SCAN_t2i", "SCAN_i2t", "AMFMN-soft", "AMFMN-fusion", "AMFMN-sim", "GaLR"]
-FIRST_FOUR = ["VSE++", "SCAN_t2i", "AMFMN-soft", "GaLR"]     # the issue's order of work: the most cited first
-BASELINE_WARMUP = None    # every epoch on the sum over all negatives (docs/BASELINE_STUDY.md)
-BASELINE_PROFILES: dict[str, dict] = {
-    "default": {"systems": FIRST_FOUR, "seeds": [0], "epochs": 4, "batch_size": 128, "dim": 128, "word_dim": 64,
-                "weights": "synthpre", "warmup_epochs": BASELINE_WARMUP},
-    "ci": {"systems": FIRST_FOUR, "seeds": [0], "epochs": 2, "dim": 64, "word_dim": 32, "weights": "synthpre",
-           "warmup_epochs": BASELINE_WARMUP},
-    "scratch": {"systems": FIRST_FOUR, "seeds": [0], "epochs": 4, "batch_size": 128, "dim": 128, "word_dim": 64,
-                "warmup_epochs": BASELINE_WARMUP},
-    "full": {"systems": BASELINE_SYSTEMS, "seeds": [0, 1, 2], "epochs": 12, "weights": "synthpre",
-             "warmup_epochs": BASELINE_WARMUP},
-    # real data: the originals' hardest-negative loss (the embedded choice need not carry over: rerun the study there)
-    "finetune": {"systems": BASELINE_SYSTEMS, "seeds": [0, 1, 2], "epochs": 20, "weights": "IMAGENET1K_V1",
-                 "image_size": 224, "finetune_backbone": True, "lr": 2e-4, "batch_size": 128, "warmup_epochs": 0},
-}
-BASELINE_PROFILES["frozen"] = BASELINE_PROFILES["finetune"]   # the same real data sets: the baselines do not change
-
-
-def baseline_profile(name: str) -> dict:
-    try:
-        return dict(BASELINE_PROFILES[name])
-    except KeyError:
-        raise KeyError(f"unknown baseline profile {name!r}; choose one of {sorted(BASELINE_PROFILES)}") from None
-
-
-def baseline_config(name: str, system: str, seed: int = 0, **overrides):
-    """The ``BaselineConfig`` of a baseline profile for one system and seed (``overrides`` that are not None win);
-    an unknown profile key raises ``KeyError``."""
-    from .baselines.run import BaselineConfig
-
-    fields = {f.name for f in dataclasses.fields(BaselineConfig)}
-    p = baseline_profile(name)
-    unknown = sorted(set(p) - fields - {"systems", "seeds"})
-    if unknown:
-        raise KeyError(f"baseline profile {name!r}: unknown keys {unknown}")
-    kw = {k: v for k, v in p.items() if k in fields} | {"system": system, "seed": seed}
-    kw.update({k: v for k, v in overrides.items() if v is not None})
-    return BaselineConfig(**kw)
+# The baselines' sizes (notebook 08) live with the baselines: osdpm_lib.baselines.profiles (BASELINE_PROFILES,
+# baseline_config), so that this module imports nothing of them.

@@ -1,6 +1,8 @@
 """Tests of the comparison systems (osdpm_lib.baselines): shapes, learning on a tiny set, batched = unbatched score
 matrices within a memory budget, SCAN's closed form against the explicit attention, GaLR's re-ranking at the level
-of the metrics, and one end-to-end run under the book's protocol."""
+of the metrics, VSE++'s hardest negative against VSE0's sum on a hand-computed case, the rows' texts, one
+end-to-end run under the book's protocol, notebook 08's code path on data without a val split, and one training
+step on CUDA (skipped without it)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from osdpm_lib import metrics, profiles, synth
-from osdpm_lib.baselines import OPEN, SYSTEMS, rerank, rerank_metrics, score_matrix, triplet_loss
+from osdpm_lib.baselines import OPEN, SYSTEMS, common, rerank, rerank_metrics, score_matrix, triplet_loss
+from osdpm_lib.baselines import profiles as bprofiles
 from osdpm_lib.baselines.encoders import PAD, UNK, GridBackbone, Vocab, grid_stage
 from osdpm_lib.baselines.scan import scan_scores
 from osdpm_lib.baselines.scoring import GiB, block_sizes
@@ -63,7 +66,7 @@ def test_loss_decreases_on_tiny_set(name):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[0] > 0 and np.mean(losses[-5:]) < 0.5 * losses[0], losses[::8]
 
 
@@ -180,12 +183,68 @@ def test_vocab_and_grid_stage():
 
 
 def test_profiles_and_open_systems():
-    for name in profiles.BASELINE_PROFILES:
-        for system in profiles.baseline_profile(name)["systems"]:
-            assert profiles.baseline_config(name, system).system in SYSTEMS
+    for name in bprofiles.BASELINE_PROFILES:
+        for system in bprofiles.baseline_profile(name)["systems"]:
+            assert bprofiles.baseline_config(name, system).system in SYSTEMS
     assert not set(OPEN) & set(SYSTEMS)
     with pytest.raises(ValueError, match="unknown system"):
-        profiles.baseline_config("ci", "CAMP-bce")
+        bprofiles.baseline_config("ci", "CAMP-bce")
+
+
+def test_vsepp_trains_on_its_hardest_negative_and_vse0_sits_beside_it():
+    for name in bprofiles.BASELINE_PROFILES:
+        systems = bprofiles.baseline_profile(name)["systems"]
+        if "VSE++" in systems:
+            assert bprofiles.baseline_config(name, "VSE++").warmup_epochs == 0          # from the first epoch
+        if name in ("default", "ci", "full"):
+            assert systems[systems.index("VSE++") + 1] == "VSE0"
+        assert bprofiles.baseline_config(name, "VSE0").warmup_epochs is None
+    # the other systems keep the profile's warm-up choice; an explicit override still wins
+    p = bprofiles.baseline_profile("default")
+    assert bprofiles.baseline_config("default", "GaLR").warmup_epochs == p["warmup_epochs"]
+    assert bprofiles.baseline_config("default", "VSE++", warmup_epochs=2).warmup_epochs == 2
+
+
+def test_vsepp_hardest_negative_and_vse0_sum_on_a_hand_computed_case():
+    s = torch.tensor([[0.9, 0.8, 0.1],
+                      [0.45, 0.5, 0.6],
+                      [0.0, 0.1, 0.7]])
+    # hinges 0.2 + s - diag (margin 0.2), positives excluded
+    # image queries (rows):     row 0: 0.1, 0 | row 1: 0.15, 0.3 | row 2: 0, 0
+    # caption queries (columns): col 0: 0, 0  | col 1: 0.5, 0    | col 2: 0, 0.1
+    hardest = 0.1 + 0.3 + 0.0 + 0.0 + 0.5 + 0.1
+    total = (0.1 + 0.15 + 0.3) + (0.5 + 0.1)
+    vsepp, vse0 = _model("VSE++"), _model("VSE0")
+    assert float(vsepp.loss(s)) == pytest.approx(hardest)
+    assert float(vse0.loss(s)) == pytest.approx(total)
+    assert float(vse0.loss(s, max_violation=True)) == pytest.approx(total)     # VSE0 sums whatever it is asked
+    assert type(vse0).__mro__[1] is type(vsepp)                                # the same model otherwise
+
+
+def test_vsepp_image_side_normalises_the_pooled_feature_before_the_fc():
+    # EncoderImageFull (fartashf/vsepp): l2norm(feature) -> fc -> l2norm; a scaled feature map gives the same vector
+    model = _model("VSE++").eval()
+    low, high = _features(4)
+    with torch.no_grad():
+        a, = model.encode_image(low, high)
+        b, = model.encode_image(low, 7.5 * high)
+        pooled = high.flatten(2).mean(2)
+        ref = F.normalize(model.img_fc(pooled / pooled.norm(dim=1, keepdim=True)), dim=1)
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
+    np.testing.assert_allclose(a.numpy(), ref.numpy(), atol=1e-6)
+
+
+def test_rows_say_what_they_replaced_accurately():
+    for name in ("VSE++", "VSE0", "SCAN_t2i", "SCAN_i2t"):      # they learn their own word embeddings
+        text = SYSTEMS[name].replaced
+        assert "skip-thought" not in text and "pretrained word" not in text
+    for name in ("SCAN_t2i", "SCAN_i2t", "VSE++"):                # the AMFMN paper's RS rows used a ResNet-18
+        assert "Sec. V-C" in SYSTEMS[name].replaced
+    for name in ("AMFMN-soft", "AMFMN-fusion", "AMFMN-sim", "GaLR"):
+        assert "skip-thought" in SYSTEMS[name].replaced
+    assert "frozen" in common("synthpre", False) and "frozen" not in common("IMAGENET1K_V1", True)
+    assert "fine-tuned" in common("IMAGENET1K_V1", True) and "IMAGENET1K_V1" in common("IMAGENET1K_V1", True)
+    assert "book's pretraining corpus" in common("synthpre") and "random" in common(None)
 
 
 def test_end_to_end_protocol(tmp_path):
@@ -250,9 +309,96 @@ def test_notebook_08_runs_in_the_chain_with_the_common_parameters(tmp_path):
     src = [p for p in runner.notebooks(["08"]) if p.stem == "08_baselines"]
     assert src, "notebooks/08_baselines.py is not picked up by the runner"
     declared = pm.inspect_notebook(runner._write_tmp(jupytext.read(src[0]), tmp_path / "08.ipynb"))
-    assert {"dataset", "profile", "data_dir", "out_dir", "runs_dir"} <= set(declared)
+    assert {"dataset", "profile", "data_dir", "out_dir", "runs_dir", "val_fraction", "retrain_full"} <= set(declared)
+    assert declared["val_fraction"]["default"] == "0.0" and declared["retrain_full"]["default"] == "False"
     for name in profiles.PROFILES:          # every chain profile has baseline sizes: the chain never stops at 08
-        assert profiles.baseline_profile(name)["systems"]
+        assert bprofiles.baseline_profile(name)["systems"]
+
+
+def test_notebook_08_code_path_on_data_without_a_val_split(tmp_path):
+    """What notebook 08 calls, at the ci profile's sizes, on a data set with train and test only: a val split is
+    carved from train per seed (val_fraction), every run trains, selects on it and scores test, and with
+    retrain_full each run is retrained on train+val at its selected epoch."""
+    from osdpm_lib import tables
+    from osdpm_lib.baselines import run
+
+    data_dir = synth.generate(tmp_path / "noval", n_images=40, seed=1, image_size=32, n_val=0, n_test=8).parent
+    with pytest.raises(ValueError, match="split 'val' is empty"):
+        run.prepare(data_dir, 64)
+    runs_dir = tmp_path / "runs"
+    df = run.run_baselines(data_dir, runs_dir, "ci", systems=["VSE++", "GaLR"], log=lambda *_: None,
+                           val_fraction=0.2, retrain_full=True)
+    assert list(df["method"]) == ["VSE++", "GaLR", "GaLR (no re-ranking)"]
+    for r in df.to_dict("records"):
+        assert 0 <= r["mr"] <= 100 and r["rsum"] == pytest.approx(6 * r["mr"])
+        assert 0 <= r["retrain_mr"] <= 100 and 1 <= r["best_epoch"] <= 2
+    saved = json.loads((run.run_folder(runs_dir, "ci", "VSE++", 0) / "result.json").read_text())
+    assert len(saved["history"]) == 2 and "val_rsum" in saved["history"][0]
+    full = json.loads((run.run_folder(runs_dir, "ci", "VSE++", 0) / run.FULL_DIR / "result.json").read_text())
+    assert full["epochs"] == saved["best_epoch"] and full["data_key"] != saved["data_key"]
+    # the carved split: round(0.2 * 32) = 6 of the 32 training images, drawn with the run seed
+    data = run.prepare(data_dir, 64, val_fraction=0.2, seed=0)
+    assert len(data.bundle.val.records) == 6 and len(data.bundle.train.records) == 26
+    assert data.key == saved["data_key"]
+    merged = run.prepare(data_dir, 64, val_fraction=0.2, seed=0, full=True)
+    assert len(merged.bundle.train.records) == 32 and not merged.bundle.val.records
+    # the notebook's next cell
+    means = tables.baseline_means(df)
+    assert list(means["method"]) == ["VSE++", "GaLR", "GaLR (no re-ranking)"]
+
+
+def _one_step_on(device: str, precision: str, systems, tmp_path, monkeypatch):
+    """Train ``systems`` for one epoch of one step (8 of 8 training images) on ``device``; the loss sees scores
+    on that device, the result says where it ran."""
+    from osdpm_lib.baselines import run
+    from osdpm_lib.baselines.scoring import Baseline
+
+    data_dir = synth.generate(tmp_path / "emb", n_images=24, seed=0, image_size=64, n_val=8, n_test=8).parent
+    data = run.prepare(data_dir, 64)
+    seen = []
+    real = Baseline.loss
+
+    def spy(self, scores, max_violation=True):
+        seen.append((scores.device.type, next(self.parameters()).device.type, scores.dtype))
+        return real(self, scores, max_violation)
+
+    monkeypatch.setattr(Baseline, "loss", spy)
+    for system in systems:
+        cfg = run.BaselineConfig(system, epochs=1, batch_size=8, dim=16, word_dim=8, device=device,
+                                 precision=precision)
+        dev, amp = cfg.resolve_device()
+        assert dev.type == device and amp == torch.bfloat16
+        res = run.train_system(cfg, data, tmp_path / system)
+        assert res["device"] == device and res["amp"] == "torch.bfloat16"
+        assert np.isfinite(res["test"]["rsum"]) and 0 <= res["test"]["mr"] <= 100
+    assert len(seen) == len(systems) and all(s == (device, device, torch.float32) for s in seen)   # loss in fp32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_one_baseline_training_step_on_cuda(tmp_path, monkeypatch):
+    _one_step_on("cuda", "auto", ["VSE++", "SCAN_t2i", "GaLR"], tmp_path, monkeypatch)   # auto: bf16 on CUDA
+    # a CUDA run is another run than the CPU one of the same fields
+    from osdpm_lib.baselines import run
+    assert run.BaselineConfig("VSE++", device="cuda").key() != run.BaselineConfig("VSE++", device="cpu").key()
+
+
+def test_the_autocast_path_on_the_cpu(tmp_path, monkeypatch):
+    # what CUDA runs under (bf16 autocast, the loss in fp32), exercised where no GPU is
+    _one_step_on("cpu", "bf16", ["VSE++", "AMFMN-soft"], tmp_path, monkeypatch)
+
+
+def test_cpu_runs_keep_their_identity():
+    # device/precision at the CPU in fp32 leave the key as it was before these fields existed
+    import dataclasses
+    import hashlib
+
+    cfg = bprofiles.BaselineConfig("GaLR", device="cpu", precision="fp32")
+    old = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("device", "precision")}
+    assert cfg.key() == hashlib.sha1(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
+    assert cfg.resolve_device() == (torch.device("cpu"), None)
+    assert bprofiles.BaselineConfig("GaLR", device="cpu", precision="bf16").key() != cfg.key()
+    with pytest.raises(ValueError, match="precision"):
+        bprofiles.BaselineConfig("GaLR", precision="fp16")
 
 
 @pytest.mark.parametrize("name", ["SCAN_t2i", "VSE++"])

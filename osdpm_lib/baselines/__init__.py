@@ -6,7 +6,9 @@ book's protocol: the data set's train/val/test splits, the epoch selected on val
 scored once, the metrics of :mod:`osdpm_lib.metrics` (ties: expected value).
 
 :data:`SYSTEMS` maps the literature's row names (``literature/reported_results.csv``) to a model factory and to
-what had to be replaced; :data:`OPEN` lists the systems not implemented yet ("reported only").
+what had to be replaced (:func:`common`: what every row shares), plus ``VSE0``: VSE++'s model on the loss VSE++
+improves on (the hinge summed over all negatives), a row of its own so that no row is relabelled.  :data:`OPEN`
+lists the systems not implemented yet ("reported only").
 """
 
 from __future__ import annotations
@@ -18,12 +20,25 @@ from .amfmn import AMFMN
 from .galr import GaLR
 from .scan import SCAN
 from .scoring import Baseline, rerank, rerank_metrics, score_matrix, triplet_loss
-from .vsepp import VSEPP
+from .vsepp import VSE0, VSEPP
 
-# What every system replaces (footnotes of the tables)
-COMMON = ("ResNet-18 grid cells for image regions/features (offline: pretrained on the book's pretraining corpus "
-          "for ImageNet, frozen; ImageNet weights where downloadable); word embeddings + GRU trained here for "
-          "skip-thought / pretrained word vectors")
+# The image encoder every row uses (the tables' footnote, :func:`common`).  The AMFMN paper's remote-sensing rows of
+# VSE++, SCAN, CAMP and MTFN were already produced with a ResNet-18 in place of their detectors / CNNs (its Sec. V-C),
+# and AMFMN and GaLR use a ResNet-18 themselves: what differs is the weights and whether they train.
+def common(weights: str | None = "synthpre", finetune_backbone: bool = False, arch: str = "resnet18") -> str:
+    """What every measured row shares and the original did not: the image encoder's weights and training."""
+    name = {"resnet18": "ResNet-18"}.get(arch, arch)
+    if not weights:
+        start = "random initialisation, not ImageNet weights"
+    elif weights.islower():          # the library's own weights (osdpm_lib.baselines.pretrain)
+        start = f"pretrained on the book's pretraining corpus ({weights}), not on ImageNet"
+    else:
+        start = f"torchvision's {weights} weights"
+    return f"{name} image encoder: {start}, {'fine-tuned' if finetune_backbone else 'frozen'}"
+
+
+# the profile decides the loss schedule (BaselineConfig.warmup_epochs) of a system that does not fix its own
+PROFILE = "profile"
 
 
 @dataclass(frozen=True)
@@ -32,28 +47,33 @@ class System:
     replaced: str
     rerank: bool = False
     extra: dict = field(default_factory=dict)
+    warmup_epochs: int | None | str = PROFILE   # a system's own loss schedule (VSE++: 0), else the profile's
+    revision: int = 0                           # bumped when the model changes: part of a run's identity
 
+
+_GRID = ("4x4 (64 px) or 7x7 (224 px) ResNet grid cells for the 36 Faster R-CNN regions (the AMFMN paper's RS "
+         "rows, too, used a ResNet-18 in place of the detector, its Sec. V-C)")
+_VSE = ("mean-pooled ResNet grid cells as the pooled CNN feature (the AMFMN paper's RS row used a ResNet-18, "
+        "its Sec. V-C)")
+_AMFMN = ("guidance modules re-derived from the paper's text; VSE++'s triplet loss for the dynamic-margin triplet "
+          "loss; word embeddings + GRU trained here for skip-thought vectors")
 
 SYSTEMS: dict[str, System] = {
-    "VSE++": System(VSEPP, "mean-pooled grid cells for the pooled CNN feature"),
-    "SCAN_t2i": System(partial(SCAN, direction="t2i"),
-                       "4x4 (64 px) or 7x7 (224 px) grid cells for 36 Faster R-CNN (bottom-up) regions"),
-    "SCAN_i2t": System(partial(SCAN, direction="i2t"),
-                       "4x4 (64 px) or 7x7 (224 px) grid cells for 36 Faster R-CNN (bottom-up) regions"),
-    "AMFMN-soft": System(partial(AMFMN, guidance="soft"),
-                         "guidance modules re-derived from the paper's text; VSE++'s triplet loss for the "
-                         "dynamic-margin triplet loss"),
-    "AMFMN-fusion": System(partial(AMFMN, guidance="fusion"),
-                           "guidance modules re-derived from the paper's text; VSE++'s triplet loss for the "
-                           "dynamic-margin triplet loss"),
-    "AMFMN-sim": System(partial(AMFMN, guidance="sim"),
-                        "guidance modules re-derived from the paper's text; VSE++'s triplet loss for the "
-                        "dynamic-margin triplet loss"),
+    # VSE++ is its hardest-negative loss from the first epoch; VSE0 the same model on the sum over all negatives
+    "VSE++": System(VSEPP, _VSE, warmup_epochs=0, revision=1),
+    "VSE0": System(VSE0, f"VSE++'s model on the loss VSE++ improves on, the hinge summed over all negatives, every "
+                         f"epoch; {_VSE}", warmup_epochs=None),
+    "SCAN_t2i": System(partial(SCAN, direction="t2i"), _GRID),
+    "SCAN_i2t": System(partial(SCAN, direction="i2t"), _GRID),
+    "AMFMN-soft": System(partial(AMFMN, guidance="soft"), _AMFMN),
+    "AMFMN-fusion": System(partial(AMFMN, guidance="fusion"), _AMFMN),
+    "AMFMN-sim": System(partial(AMFMN, guidance="sim"), _AMFMN),
     "GaLR": System(GaLR, "grid cells + similarity adjacency GCN for Faster R-CNN objects + DREA; MIDF on one "
-                         "token per branch; re-ranking with the code's K=30, Wp1=0.3, Wp2=1.1", rerank=True),
+                         "token per branch; word embeddings + GRU trained here for skip-thought vectors; re-ranking "
+                         "with the code's K=30, Wp1=0.3, Wp2=1.1", rerank=True),
 }
 
 OPEN = ("CAMP-triplet", "CAMP-bce", "MTFN", "LW-MCR(b)", "LW-MCR(d)", "HVSA")
 
-__all__ = ["Baseline", "COMMON", "OPEN", "SYSTEMS", "System", "rerank", "rerank_metrics", "score_matrix",
+__all__ = ["Baseline", "OPEN", "PROFILE", "SYSTEMS", "System", "common", "rerank", "rerank_metrics", "score_matrix",
            "triplet_loss"]

@@ -128,7 +128,8 @@ class Vocab:
 
 class TextEncoder(nn.Module):
     """Word embeddings + GRU (bidirectional by default, the two directions averaged as in SCAN).  Returns
-    ``(words [B, L, d], mask [B, L], sentence [B, d])``; the sentence is the mean of the last hidden states."""
+    ``(words [B, L, d], mask [B, L], sentence [B, d])``; the sentence is the mean of the last hidden states
+    (float32 also under autocast)."""
 
     def __init__(self, vocab_size: int, word_dim: int = 128, dim: int = 256, bidirectional: bool = True):
         super().__init__()
@@ -139,8 +140,12 @@ class TextEncoder(nn.Module):
     def forward(self, tokens: torch.Tensor):
         mask = tokens != PAD
         lengths = mask.sum(1).clamp(min=1)
-        packed = pack_padded_sequence(self.embed(tokens), lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, h = self.gru(packed)
+        packed = pack_padded_sequence(self.embed(tokens).float(), lengths.cpu(), batch_first=True,
+                                      enforce_sorted=False)
+        # the GRU runs in fp32 under any autocast: cuDNN's RNN takes bf16 only from cuDNN 9.13 on (on the CPU,
+        # where no autocast is on, this changes nothing)
+        with torch.autocast(device_type=tokens.device.type, enabled=False):
+            out, h = self.gru(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=tokens.shape[1])
         if self.gru.bidirectional:
             out = (out[..., :self.dim] + out[..., self.dim:]) / 2

@@ -4,20 +4,28 @@
 builds the vocabulary from the training captions; :func:`train_system` trains one system for one seed (Adam,
 max-violation triplet loss on batches of one random caption per image, after ``warmup_epochs`` on the sum over all
 negatives, as later VSE codes warm up; on the embedded benchmark every epoch on the sum did best on validation,
-docs/BASELINE_STUDY.md; gradient clipping), scores validation after
-every epoch, keeps the epoch of the highest validation Rsum (the first of ties) and scores the test split once with
-it; :func:`run_baselines` runs the systems and seeds of a profile (:data:`osdpm_lib.profiles.BASELINE_PROFILES`).
+docs/BASELINE_STUDY.md; VSE++ keeps its hardest negative from the first epoch and VSE0 its sum; gradient
+clipping), scores validation after every epoch, keeps the epoch of the highest validation Rsum (the first of ties)
+and scores the test split once with it; :func:`run_baselines` runs the systems and seeds of a profile
+(:data:`osdpm_lib.baselines.profiles.BASELINE_PROFILES`).  Data without a val split: ``val_fraction`` carves one
+from train per run seed (:func:`prepare`), and ``retrain_full`` retrains each run on train+val for its selected
+epochs (:func:`train_full`), as :mod:`osdpm_lib.train` does.
+
+Device and dtype: ``BaselineConfig.device`` (``auto``: CUDA when available) holds the backbone, the model, the
+training batches and the scoring; ``precision`` (``auto``: bf16 autocast on CUDA, fp32 on the CPU) is the autocast
+of the forward passes (the loss is taken in fp32, the GRU runs in fp32).  On the CPU every operation is what it was
+before these fields existed: the same numbers.
 
 With a frozen backbone (``finetune_backbone=False``) the ResNet features of every split are computed once per seed
-and shared by all systems.  A run folder (:func:`run_folder`) holds ``config.json``, ``metrics.csv`` (per epoch) and ``result.json``;
-a finished run of the same configuration and data is returned as it is.
+and shared by all systems (kept on the CPU; each batch moves to the device).  A run folder (:func:`run_folder`)
+holds ``config.json``, ``metrics.csv`` (per epoch) and ``result.json`` (and ``full/`` for the retrain on
+train+val); a finished run of the same configuration and data is returned as it is.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -27,40 +35,14 @@ import pandas as pd
 import torch
 
 from .. import checkpoints, metrics
-from ..train import data_key, load_bundle, seed_everything
-from ..data import load as load_annotations
-from . import COMMON, SYSTEMS
+from ..data import load as load_annotations, merge_val, with_val_split
+from ..train import autocast_dtype, data_key, load_bundle, seed_everything
+from . import PROFILE, SYSTEMS, common
 from .encoders import IMAGENET_MEAN, IMAGENET_STD, GridBackbone, Vocab
+from .profiles import BaselineConfig, baseline_config, baseline_profile
 from .scoring import GiB, rerank_metrics, score_matrix
 
-
-@dataclass
-class BaselineConfig:
-    system: str
-    seed: int = 0
-    epochs: int = 6
-    batch_size: int = 64
-    lr: float = 1e-3
-    dim: int = 256
-    word_dim: int = 128
-    arch: str = "resnet18"
-    weights: str | None = None          # torchvision weights name, e.g. "IMAGENET1K_V1"; None: random init
-    image_size: int = 64
-    finetune_backbone: bool = False
-    backbone_lr: float = 1e-4
-    grad_clip: float = 2.0
-    warmup_epochs: int | None = 0       # first epochs on the sum over all negatives, then the hardest negative
-                                        # (the systems' own loss); None: every epoch on the sum
-    memory_gib: float = 1.0             # working memory of one block of the score matrix (8 GiB fits RSICD too)
-    eval_batch: int = 256
-    ties: str = "expected"
-
-    def __post_init__(self):
-        if self.system not in SYSTEMS:
-            raise ValueError(f"unknown system {self.system!r}; choose one of {sorted(SYSTEMS)}")
-
-    def key(self) -> str:
-        return hashlib.sha1(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+FULL_DIR = "full"     # the final retrain on train+val, inside the selected run's folder
 
 
 @dataclass
@@ -70,12 +52,18 @@ class Data:
     key: str
 
 
-def prepare(data_dir, image_size: int = 64, min_count: int = 1, cache_dir=None) -> Data:
-    """The splits of the data set at ``data_dir`` with a vocabulary of its training captions."""
-    ann = load_annotations(data_dir)
+def prepare(data_dir, image_size: int = 64, min_count: int = 1, cache_dir=None, val_fraction: float = 0.0,
+            seed: int = 0, full: bool = False) -> Data:
+    """The splits of the data set at ``data_dir`` with a vocabulary of its training captions.  ``val_fraction``:
+    data without a val split: that share of train becomes val, drawn with ``seed`` (the run seed), by the helper
+    :func:`osdpm_lib.train.run_annotations` uses (:func:`osdpm_lib.data.with_val_split`); ``full``: val merged back
+    into train (the final retrain on train+val; the vocabulary then has the val captions' words too)."""
+    ann = with_val_split(load_annotations(data_dir), val_fraction, seed)
+    if full:
+        ann = merge_val(ann)
     vocab = Vocab([c for r in ann.split("train") for c in r.captions], min_count=min_count)
     pre = {"image_size": image_size, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
-    bundle = load_bundle(data_dir, vocab, pre, with_priors=False, ann=ann, cache_dir=cache_dir)
+    bundle = load_bundle(data_dir, vocab, pre, with_priors=False, ann=ann, cache_dir=cache_dir, need_val=not full)
     return Data(vocab, bundle, data_key([ann.split(s) for s in ("train", "val", "test")], Path(data_dir) / "images"))
 
 
@@ -84,15 +72,23 @@ def build_backbone(cfg: BaselineConfig) -> GridBackbone:
     return GridBackbone(cfg.arch, cfg.image_size, cfg.weights)
 
 
+def _autocast(device: torch.device, amp: torch.dtype | None):
+    return torch.autocast(device_type=device.type, dtype=amp, enabled=amp is not None)
+
+
 @torch.no_grad()
-def extract(backbone: GridBackbone, images_u8: torch.Tensor, normalizer, batch: int = 256):
-    """``(low, high)`` feature maps of all images (backbone in eval mode)."""
+def extract(backbone: GridBackbone, images_u8: torch.Tensor, normalizer, batch: int = 256,
+            amp: torch.dtype | None = None):
+    """``(low, high)`` float32 feature maps of all images (backbone in eval mode, on its device, under ``amp``
+    autocast), kept on the CPU: a training batch is moved to the device when it is used."""
     backbone.eval()
+    device = next(backbone.parameters()).device
     lows, highs = [], []
     for i in range(0, len(images_u8), batch):
-        lo, hi = backbone(normalizer(images_u8[i:i + batch]))
-        lows.append(lo)
-        highs.append(hi)
+        with _autocast(device, amp):
+            lo, hi = backbone(normalizer(images_u8[i:i + batch].to(device)))
+        lows.append(lo.float().cpu())
+        highs.append(hi.float().cpu())
     return torch.cat(lows), torch.cat(highs)
 
 
@@ -107,20 +103,28 @@ def _trim(tokens: torch.Tensor) -> torch.Tensor:
     return tokens[:, :max(1, int((tokens != 0).sum(1).max()))]
 
 
+def _device_of(model) -> torch.device:
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
 def encode(model, visual, tokens: torch.Tensor, n_images: int, batch: int = 256):
-    """All images and captions of a split as the system's representations (tuples of tensors)."""
+    """All images and captions of a split as the system's representations (tuples of tensors, on the model's
+    device; ``visual(index)`` gives the images' features there)."""
     model.eval()
     img = [model.encode_image(*visual(slice(i, i + batch))) for i in range(0, n_images, batch)]
-    return tuple(torch.cat(p) for p in zip(*img)), model.encode_text(_trim(tokens))
+    return tuple(torch.cat(p) for p in zip(*img)), model.encode_text(_trim(tokens).to(_device_of(model)))
 
 
 def evaluate(model, visual, split, cfg: BaselineConfig, with_rerank: bool = False):
     """The book's metrics of one split (and the score matrix).  Captions with the same tokens are encoded and
-    scored once (their columns are equal: on the embedded benchmark 2,051 distinct test captions of 5,000)."""
+    scored once (their columns are equal: on the embedded benchmark 2,051 distinct test captions of 5,000).
+    Encoding and scoring run on the model's device, under ``cfg.precision``'s autocast there."""
     unique, inverse = torch.unique(split.tokens, dim=0, return_inverse=True)
-    img, txt = encode(model, visual, unique, len(split.records), cfg.eval_batch)
-    sims = score_matrix(model, img, txt, int(cfg.memory_gib * GiB))[:, inverse.numpy()]
+    device = _device_of(model)
+    with _autocast(device, _amp(cfg, device)):
+        img, txt = encode(model, visual, unique, len(split.records), cfg.eval_batch)
+        sims = score_matrix(model, img, txt, int(cfg.memory_gib * GiB))[:, inverse.numpy()]
     cap_img = split.caption_image.numpy()
     out = {"plain": metrics.retrieval_metrics(sims, cap_img, cfg.ties)}
     if with_rerank:
@@ -128,10 +132,27 @@ def evaluate(model, visual, split, cfg: BaselineConfig, with_rerank: bool = Fals
     return out, sims
 
 
+def _amp(cfg: BaselineConfig, device: torch.device) -> torch.dtype | None:
+    return autocast_dtype(cfg.precision, device)
+
+
 def train_system(cfg: BaselineConfig, data: Data, run_dir, features: dict | None = None, reuse: bool = True) -> dict:
     """Train one system for one seed; returns ``{"test": metrics, "best_epoch", "best_val_rsum", ...}``
     (``test_plain`` too when the system re-ranks).  ``features``: precomputed ``{split: (low, high)}`` of a frozen
     backbone (:func:`extract`) to share between systems."""
+    return _run(cfg, data, run_dir, features, reuse, select=True)
+
+
+def train_full(cfg: BaselineConfig, data: Data, run_dir, epochs: int, features: dict | None = None,
+               reuse: bool = True) -> dict:
+    """Retrain ``cfg`` on train+val (``data``: :func:`prepare` with ``full=True``) for ``epochs`` (the epoch
+    selected on validation) into ``run_dir/full/``: no selection (the weights after the last epoch), the test
+    split scored once.  What papers that train on every non-test image report; the selected run stays as it is."""
+    return _run(dataclasses.replace(cfg, epochs=epochs), data, Path(run_dir) / FULL_DIR, features, reuse,
+                select=False)
+
+
+def _run(cfg: BaselineConfig, data: Data, run_dir, features: dict | None, reuse: bool, select: bool) -> dict:
     run_dir = Path(run_dir)
     identity = {"config_key": cfg.key(), "data_key": data.key}
     done = run_dir / "result.json"
@@ -141,12 +162,13 @@ def train_system(cfg: BaselineConfig, data: Data, run_dir, features: dict | None
             return saved
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoints.write_text(run_dir / "config.json", json.dumps(dataclasses.asdict(cfg) | identity, indent=2))
+    device, amp = cfg.resolve_device()
     seed_everything(cfg.seed)
     b = data.bundle
-    backbone = build_backbone(cfg)
+    backbone = build_backbone(cfg).to(device)
     if features is None:
         features = frozen_features(cfg, data, {}, backbone)
-    model = build_system(cfg, backbone, len(data.vocab))
+    model = build_system(cfg, backbone, len(data.vocab)).to(device)
     groups = [{"params": list(model.parameters()), "lr": cfg.lr}]
     if cfg.finetune_backbone:
         groups.append({"params": list(backbone.parameters()), "lr": cfg.backbone_lr})
@@ -155,9 +177,9 @@ def train_system(cfg: BaselineConfig, data: Data, run_dir, features: dict | None
     def visual_of(split: str):
         if cfg.finetune_backbone:
             images = getattr(b, split).images
-            return lambda idx: backbone(b.normalizer(images[idx]))
+            return lambda idx: backbone(b.normalizer(images[idx].to(device)))
         lo, hi = features[split]
-        return lambda idx: (lo[idx], hi[idx])
+        return lambda idx: (lo[idx].to(device), hi[idx].to(device))
 
     train = b.train
     order, start, count = train.caption_index()
@@ -175,10 +197,12 @@ def train_system(cfg: BaselineConfig, data: Data, run_dir, features: dict | None
         for step in range(n_train // bs):
             idx = perm[step * bs:(step + 1) * bs]
             cap = order[start[idx] + (torch.rand(len(idx), generator=gen) * count[idx]).long()]
-            img = model.encode_image(*visual(idx))
-            txt = model.encode_text(_trim(train.tokens[cap]))
+            with _autocast(device, amp):
+                img = model.encode_image(*visual(idx))
+                txt = model.encode_text(_trim(train.tokens[cap]).to(device))
+                scores = model.score(img, txt)
             hardest = cfg.warmup_epochs is not None and epoch > cfg.warmup_epochs
-            loss = model.loss(model.score(img, txt), max_violation=hardest)
+            loss = model.loss(scores.float(), max_violation=hardest)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -186,70 +210,110 @@ def train_system(cfg: BaselineConfig, data: Data, run_dir, features: dict | None
             optim.step()
             total += float(loss.detach())
         t_train += time.perf_counter() - t0
-        backbone.eval()
-        val, _ = evaluate(model, visual_of("val"), b.val, cfg)
-        history.append({"epoch": epoch, "loss": total / max(1, n_train // bs), "train_s": round(t_train, 2),
-                        **{f"val_{k}": v for k, v in val["plain"].items()}})
+        row = {"epoch": epoch, "loss": total / max(1, n_train // bs), "train_s": round(t_train, 2)}
+        if select:
+            backbone.eval()
+            val, _ = evaluate(model, visual_of("val"), b.val, cfg)
+            row |= {f"val_{k}": v for k, v in val["plain"].items()}
+            if val["plain"]["rsum"] > best["rsum"]:      # strictly greater: the first of tied epochs is kept
+                best = {"rsum": val["plain"]["rsum"], "epoch": epoch}
+                best_state = copy.deepcopy((model.state_dict(), backbone.state_dict()))
+        history.append(row)
         pd.DataFrame(history).to_csv(run_dir / "metrics.csv", index=False)
-        if val["plain"]["rsum"] > best["rsum"]:      # strictly greater: the first of tied epochs is kept
-            best = {"rsum": val["plain"]["rsum"], "epoch": epoch}
-            best_state = copy.deepcopy((model.state_dict(), backbone.state_dict()))
-    model.load_state_dict(best_state[0])
-    backbone.load_state_dict(best_state[1])
+    if select:
+        model.load_state_dict(best_state[0])
+        backbone.load_state_dict(best_state[1])
     backbone.eval()
     re = SYSTEMS[cfg.system].rerank
     test, _ = evaluate(model, visual_of("test"), b.test, cfg, with_rerank=re)   # the only test evaluation
     result = {"test": test["rerank"] if re else test["plain"], **({"test_plain": test["plain"]} if re else {}),
-              "best_epoch": best["epoch"], "best_val_rsum": best["rsum"], **identity, "system": cfg.system,
-              "seed": cfg.seed, "train_s": round(t_train, 2), "history": history}
+              **({"best_epoch": best["epoch"], "best_val_rsum": best["rsum"]} if select else {"epochs": cfg.epochs}),
+              **identity, "system": cfg.system, "seed": cfg.seed, "device": device.type, "amp": str(amp),
+              "train_s": round(t_train, 2), "history": history}
     checkpoints.write_text(done, json.dumps(result, indent=2))
     return result
 
 
 def frozen_features(cfg: BaselineConfig, data: Data, cache: dict, backbone: GridBackbone | None = None
                     ) -> dict | None:
-    """The frozen backbone's ``{split: (low, high)}`` features for ``cfg`` (None when it fine-tunes), computed once
-    per seed, weights and image size and kept in ``cache`` (one entry: the systems of a seed share it);
-    ``backbone``: the one :func:`build_backbone` made for ``cfg`` already (else it is built here)."""
+    """The frozen backbone's ``{split: (low, high)}`` features of ``data``'s non-empty splits for ``cfg`` (None
+    when it fine-tunes), computed once per seed, weights, image size, device, precision and data set and kept in
+    ``cache`` (entries of another seed are dropped: the systems of a seed share them); ``backbone``: the one
+    :func:`build_backbone` made for ``cfg`` already (else it is built here)."""
     if cfg.finetune_backbone:
         return None
-    key = (cfg.seed, cfg.arch, cfg.weights, cfg.image_size)
+    device, amp = cfg.resolve_device()
+    key = (cfg.seed, cfg.arch, cfg.weights, cfg.image_size, device.type, str(amp), data.key)
     if key not in cache:
-        cache.clear()
-        bb, b = backbone or build_backbone(cfg), data.bundle
-        cache[key] = {s: extract(bb, getattr(b, s).images, b.normalizer, cfg.eval_batch)
-                      for s in ("train", "val", "test")}
+        for other in [k for k in cache if k[0] != cfg.seed]:
+            del cache[other]
+        bb, b = backbone or build_backbone(cfg).to(device), data.bundle
+        cache[key] = {s: extract(bb, getattr(b, s).images, b.normalizer, cfg.eval_batch, amp)
+                      for s in ("train", "val", "test") if len(getattr(b, s).records)}
     return cache[key]
 
 
-def run_baselines(data_dir, runs_dir, profile: str = "default", systems=None, seeds=None, data: Data | None = None,
-                  log=print, **overrides) -> pd.DataFrame:
-    """Every system x seed of a baseline profile; one row per run (``method``, ``seed``, the metric keys,
-    ``best_epoch``, ``val_rsum``, ``seconds``, ``replaced``).  Re-ranking systems add a row without re-ranking."""
-    from ..profiles import baseline_config, baseline_profile
+def loss_text(cfg: BaselineConfig) -> str:
+    """The loss schedule of a row where it is not the system's own (the profile's warm-up choice)."""
+    own = SYSTEMS[cfg.system].warmup_epochs
+    if own != PROFILE and cfg.warmup_epochs == own:
+        return ""
+    if cfg.warmup_epochs is None or cfg.warmup_epochs >= cfg.epochs:
+        return "; the triplet loss summed over all negatives, not only the hardest (chosen on validation)"
+    if cfg.warmup_epochs > 0:
+        return f"; the first {cfg.warmup_epochs} epochs on the sum over all negatives, then the hardest negative"
+    return ""
 
+
+def run_baselines(data_dir, runs_dir, profile: str = "default", systems=None, seeds=None, data: Data | None = None,
+                  log=print, val_fraction: float = 0.0, retrain_full: bool = False, **overrides) -> pd.DataFrame:
+    """Every system x seed of a baseline profile (:data:`osdpm_lib.baselines.profiles.BASELINE_PROFILES`); one row
+    per run (``method``, ``seed``, the metric keys, ``best_epoch``, ``val_rsum``, ``seconds``, ``replaced``).
+    Re-ranking systems add a row without re-ranking.  ``val_fraction``: data without a val split: that share of
+    train is carved out as val for each run seed (:func:`prepare`); ``retrain_full``: each run is also retrained on
+    train+val for its selected epochs (:func:`train_full`), in columns ``retrain_<metric>``.  ``data``: the
+    prepared data set (then ``val_fraction`` is not applied: it is the data set as given)."""
     p = baseline_profile(profile)
     systems = list(systems or p["systems"])
     seeds = list(p["seeds"] if seeds is None else seeds)
-    rows, feats = [], {}
+    rows, feats, prepared = [], {}, {}
+
+    def data_for(cfg: BaselineConfig, full: bool = False) -> Data:
+        if data is not None and not full:
+            return data
+        # the carve is seeded by the run seed; train+val is the same for every seed
+        key = (cfg.image_size, cfg.seed if val_fraction and not full else None, full)
+        if key not in prepared:
+            for other in [k for k in prepared if k[2] == full]:       # one data set of each kind at a time
+                del prepared[other]
+            prepared[key] = prepare(data_dir, cfg.image_size, val_fraction=val_fraction, seed=cfg.seed, full=full)
+        return prepared[key]
+
     for seed in seeds:
         for name in systems:
             cfg = baseline_config(profile, name, seed, **overrides)
-            if data is None:
-                data = prepare(data_dir, cfg.image_size)
+            d = data_for(cfg)
             t0 = time.perf_counter()
-            res = train_system(cfg, data, run_folder(runs_dir, profile, name, seed),
-                               frozen_features(cfg, data, feats))
+            folder = run_folder(runs_dir, profile, name, seed)
+            res = train_system(cfg, d, folder, frozen_features(cfg, d, feats))
             seconds = time.perf_counter() - t0
-            loss = ("; the triplet loss summed over all negatives, not only the hardest (chosen on validation)"
-                    if cfg.warmup_epochs is None or cfg.warmup_epochs >= cfg.epochs else "")
             base = {"method": name, "seed": seed, "best_epoch": res["best_epoch"], "val_rsum": res["best_val_rsum"],
-                    "seconds": round(seconds, 1), "replaced": f"{COMMON}; {SYSTEMS[name].replaced}{loss}"}
-            rows.append(base | {k: res["test"][k] for k in metrics.KEYS})
+                    "seconds": round(seconds, 1),
+                    "replaced": f"{common(cfg.weights, cfg.finetune_backbone, cfg.arch)}; "
+                                f"{SYSTEMS[name].replaced}{loss_text(cfg)}"}
+            full, full_plain = {}, {}
+            if retrain_full:
+                f = data_for(cfg, full=True)
+                again = train_full(cfg, f, folder, res["best_epoch"], frozen_features(cfg, f, feats))
+                full = {f"retrain_{k}": again["test"][k] for k in metrics.KEYS}
+                full_plain = {f"retrain_{k}": again.get("test_plain", again["test"])[k] for k in metrics.KEYS}
+            rows.append(base | {k: res["test"][k] for k in metrics.KEYS} | full)
             if "test_plain" in res:
-                rows.append(base | {"method": f"{name} (no re-ranking)"} | {k: res["test_plain"][k] for k in metrics.KEYS})
+                rows.append(base | {"method": f"{name} (no re-ranking)"}
+                            | {k: res["test_plain"][k] for k in metrics.KEYS} | full_plain)
             log(f"{name} seed {seed}: test mR {res['test']['mr']:.2f}, Rsum {res['test']['rsum']:.2f} "
-                f"(epoch {res['best_epoch']} by validation; {seconds:.1f} s)")
+                f"(epoch {res['best_epoch']} by validation; {seconds:.1f} s)"
+                + (f"; retrained on train+val: Rsum {full['retrain_rsum']:.2f}" if full else ""))
     return pd.DataFrame(rows)
 
 

@@ -42,7 +42,7 @@ class Baseline(nn.Module):
 
     def loss(self, scores: torch.Tensor, max_violation: bool = True) -> torch.Tensor:
         """VSE++'s triplet loss: the hardest negatives (``max_violation``, the systems' own loss) or the sum over
-        all negatives (the warm-up of :class:`~osdpm_lib.baselines.run.BaselineConfig`'s ``warmup_epochs``)."""
+        all negatives (the warm-up of :class:`~osdpm_lib.baselines.profiles.BaselineConfig`'s ``warmup_epochs``)."""
         return triplet_loss(scores, self.margin, max_violation=max_violation)
 
 
@@ -74,22 +74,27 @@ def block_sizes(n_img: int, n_txt: int, pair_bytes: int, budget_bytes: int = 8 *
 @torch.no_grad()
 def score_matrix(model: Baseline, img: tuple, txt: tuple, budget_bytes: int = 8 * GiB) -> np.ndarray:
     """float32 ``[n_images, n_captions]`` of ``model.score`` over all pairs, computed block by block within
-    ``budget_bytes`` (the block's estimated working memory, from ``model.pair_bytes``)."""
+    ``budget_bytes`` (the block's estimated working memory, from ``model.pair_bytes``).  The blocks are scored and
+    gathered on the representations' device (under the caller's autocast, if any); only the finished matrix comes
+    back to the host."""
     n_img, n_txt = len(img[0]), len(txt[0])
     bi, bt = block_sizes(n_img, n_txt, model.pair_bytes(img, txt), budget_bytes)
-    out = np.empty((n_img, n_txt), dtype=np.float32)
+    device = img[0].device
+    out = torch.empty((n_img, n_txt), dtype=torch.float32, device=device)
     # word-level systems: captions in order of length, each block cut to its longest caption
     fields = model.word_fields
-    order = torch.argsort(txt[fields[-1]].sum(1), stable=True) if fields else torch.arange(n_txt)
+    order = (torch.argsort(txt[fields[-1]].sum(1), stable=True) if fields
+             else torch.arange(n_txt, device=txt[0].device))
     for t in range(0, n_txt, bt):
         cols = order[t:t + bt]
         tb = tuple(x[cols] for x in txt)
         if fields:
             width = max(1, int(tb[fields[-1]].sum(1).max()))
             tb = tuple(x[:, :width] if k in fields else x for k, x in enumerate(tb))
+        cols = cols.to(device)
         for i in range(0, n_img, bi):
-            out[i:i + bi, cols.numpy()] = model.score(_take(img, slice(i, i + bi)), tb).float().cpu().numpy()
-    return out
+            out[i:i + bi, cols] = model.score(_take(img, slice(i, i + bi)), tb).float()
+    return out.cpu().numpy()
 
 
 # ------------------------------------------------------------------------------------------- re-ranking
