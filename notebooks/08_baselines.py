@@ -21,10 +21,14 @@
 # the book pretrained on its own pretraining corpus (the one the CLIP was pretrained on: tagging the object categories
 # its captions name, `osdpm_lib.baselines.pretrain`), and stays frozen (the `default` and `ci` profiles; SCAN too uses
 # fixed region features). The `finetune` profile (real data sets) starts from ImageNet weights and fine-tunes it.
+# AMFMN and GaLR read every stage of the ResNet, as their code does (MVSA joins `layer1`+`layer2` and
+# `layer3`+`layer4`; GaLR's graph runs on `layer3`'s cells); at 64 px, where the shared backbone and its weights end at
+# `layer3`, their `layer4` is their own module, trained with them (the originals fine-tune their whole ResNet).
 # VSE++ trains on its own loss, the hinge on the hardest negative, from the first epoch; `VSE0` is the same model on
-# the loss VSE++ improves on (the hinge summed over all negatives), a row of its own. The other systems train their
-# first `warmup_epochs` on the sum over all negatives, then on their own hardest-negative loss (the profile's choice,
-# made on validation: `docs/BASELINE_STUDY.md`). Data without a val split (`val_fraction`) get one carved from train
+# the loss VSE++ improves on (the hinge summed over all negatives), a row of its own. AMFMN and GaLR train on the sum
+# over all negatives, as their released configurations do (`max_violation: 0`). SCAN trains its first
+# `warmup_epochs` on the sum over all negatives, then on its hardest-negative loss (the profile's choice, made on
+# validation: `docs/BASELINE_STUDY.md`). Data without a val split (`val_fraction`) get one carved from train
 # per seed, as in notebooks 03–05; `retrain_full` adds each run retrained on train+val at its selected epoch.
 # On a GPU machine the runs use CUDA with bf16 autocast (`BaselineConfig.device`, `precision`). The rows join
 # Tables 1 and 2 as "(measured here)", each with what it had to replace.
@@ -55,7 +59,7 @@ import pandas as pd
 from osdpm_lib import tables
 from osdpm_lib.baselines import OPEN, SYSTEMS, common
 from osdpm_lib.baselines.profiles import baseline_config, baseline_profile
-from osdpm_lib.baselines.run import run_baselines
+from osdpm_lib.baselines.run import run_baselines, versus_clip
 
 measured_on = tables.dataset_label(dataset)
 chosen = [s.strip() for s in systems.split(",") if s.strip()] or baseline_profile(profile)["systems"]
@@ -66,9 +70,16 @@ runs[["method", "seed", "best_epoch", "val_rsum", "rsum", "mr"] + (["retrain_rsu
 
 # %% [markdown]
 # ## The measured rows (mean over seeds) and the systems still open
+# Findings, not rankings: each row's Rsum is compared with the fine-tuned CLIP of notebook 05 (the ablation's `clip`
+# row, `runs/<chain>/clip_s<seed>`) by a paired bootstrap over the test images (`stats.paired_bootstrap`, nested over
+# the seeds both have, paired by seed label): `vs_clip_rsum` is the mean difference (system − CLIP), `vs_clip_ci_*`
+# its 95% interval. A gap is a finding only where the interval excludes 0 (`vs_clip` says "finding"); otherwise this
+# test set does not show a difference. Without CLIP runs (08 alone) the column says so.
 
 # %%
 means = tables.baseline_means(runs)
+cfg = baseline_config(profile, chosen[0], weights=weights or None)
+means = means.merge(versus_clip(runs, runs_dir, profile, ties=cfg.ties), on="method", how="left")
 rest = [s for s in SYSTEMS if s not in set(means["method"])]
 baselines = pd.concat([means.assign(status="measured here"),
                        pd.DataFrame({"method": rest + list(OPEN),
@@ -91,7 +102,6 @@ for name in ("table1_rsicd", "table2_rsitmd"):
     path = Path(out_dir) / "tables" / f"{name}.csv"
     if path.exists():
         tables.write(tables.add_baselines(pd.read_csv(path), means, measured_on), out_dir, name, latex=True)
-cfg = baseline_config(profile, chosen[0], weights=weights or None)
 print("Replaced in every system:", common(cfg.weights, cfg.finetune_backbone, cfg.arch))
 pd.DataFrame({"method": list(SYSTEMS), "also replaced": [s.replaced for s in SYSTEMS.values()]})
 

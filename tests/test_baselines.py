@@ -20,13 +20,18 @@ from osdpm_lib.baselines.encoders import PAD, UNK, GridBackbone, Vocab, grid_sta
 from osdpm_lib.baselines.scan import scan_scores
 from osdpm_lib.baselines.scoring import GiB, block_sizes
 
-DIMS = dict(channels=16, low_channels=8, grid=4, low_grid=8, vocab_size=30, dim=16, word_dim=8)
+DIMS = dict(channels=16, low_channels=8, grid=4, low_grid=8, vocab_size=30, dim=16, word_dim=8,
+            stage_channels=(4, 8, 16, 32), stage_grids=(16, 8, 4, 2))     # layer1 .. layer4 (AMFMN, GaLR)
 NAMES = sorted(SYSTEMS)
 
 
-def _features(n: int, seed: int = 0):
+def _features(n: int, seed: int = 0, name: str | None = None):
+    """``(low, high)``; for a system that reads every stage (``name``), ``(layer1, low, high, layer4)``."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 8, 8, 8, generator=g), torch.randn(n, 16, 4, 4, generator=g)
+    low, high = torch.randn(n, 8, 8, 8, generator=g), torch.randn(n, 16, 4, 4, generator=g)
+    if name is None or not SYSTEMS[name].all_stages:
+        return low, high
+    return torch.randn(n, 4, 16, 16, generator=g), low, high, torch.randn(n, 32, 2, 2, generator=g)
 
 
 def _tokens(n: int, seed: int = 0, width: int = 7):
@@ -45,7 +50,7 @@ def _model(name: str, seed: int = 0):
 @pytest.mark.parametrize("name", NAMES)
 def test_output_shapes(name):
     model = _model(name).eval()
-    img = model.encode_image(*_features(5))
+    img = model.encode_image(*_features(5, name=name))
     txt = model.encode_text(_tokens(9))
     assert all(x.shape[0] == 5 for x in img) and all(x.shape[0] == 9 for x in txt)
     s = model.score(img, txt)
@@ -57,12 +62,12 @@ def test_output_shapes(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_loss_decreases_on_tiny_set(name):
     model = _model(name).train()
-    low, high = _features(8, seed=1)
+    feats = _features(8, seed=1, name=name)
     tok = _tokens(8, seed=1)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
     for _ in range(40):
-        loss = model.loss(model.score(model.encode_image(low, high), model.encode_text(tok)))
+        loss = model.loss(model.score(model.encode_image(*feats), model.encode_text(tok)))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -74,7 +79,7 @@ def test_loss_decreases_on_tiny_set(name):
 def test_batched_scores_equal_unbatched(name, monkeypatch):
     model = _model(name).eval()
     with torch.no_grad():
-        img, txt = model.encode_image(*_features(7)), model.encode_text(_tokens(11))
+        img, txt = model.encode_image(*_features(7, name=name)), model.encode_text(_tokens(11))
         full = model.score(img, txt).numpy()
     budget = 3 * model.pair_bytes(img, txt)        # at most 3 pairs per block: many small blocks
     seen = []
@@ -201,7 +206,7 @@ def test_vsepp_trains_on_its_hardest_negative_and_vse0_sits_beside_it():
         assert bprofiles.baseline_config(name, "VSE0").warmup_epochs is None
     # the other systems keep the profile's warm-up choice; an explicit override still wins
     p = bprofiles.baseline_profile("default")
-    assert bprofiles.baseline_config("default", "GaLR").warmup_epochs == p["warmup_epochs"]
+    assert bprofiles.baseline_config("default", "SCAN_t2i").warmup_epochs == p["warmup_epochs"]
     assert bprofiles.baseline_config("default", "VSE++", warmup_epochs=2).warmup_epochs == 2
 
 
@@ -342,9 +347,34 @@ def test_notebook_08_code_path_on_data_without_a_val_split(tmp_path):
     assert data.key == saved["data_key"]
     merged = run.prepare(data_dir, 64, val_fraction=0.2, seed=0, full=True)
     assert len(merged.bundle.train.records) == 32 and not merged.bundle.val.records
-    # the notebook's next cell
+    # the notebook's next cell: the means and each row's paired CI against the fine-tuned CLIP
     means = tables.baseline_means(df)
     assert list(means["method"]) == ["VSE++", "GaLR", "GaLR (no re-ranking)"]
+    vs = run.versus_clip(df, runs_dir, "ci", n_boot=200)                # no CLIP runs in this chain: no crash
+    assert list(vs["method"]) == list(means["method"]) and vs["vs_clip"].str.startswith("no fine-tuned CLIP").all()
+    assert vs["vs_clip_ci_low"].isna().all()
+    # each run's stored per-image contributions give its test row back (GaLR: re-ranked; its plain row: plain)
+    from osdpm_lib.stats import rsum
+    for r in df.to_dict("records"):
+        assert rsum(run.test_contributions(runs_dir, "ci", r["method"], r["seed"])) == pytest.approx(r["rsum"])
+    # with a CLIP run of seed 0 on the same test split (one stored as notebook 05 stores it)
+    from osdpm_lib.evaluate import Encoded
+    from osdpm_lib.profiles import run_name
+
+    cap_img = data.bundle.test.caption_image.numpy()
+    g = np.random.default_rng(0)
+    clip_dir = tmp_path / "clip_runs" / run_name("clip", 0)
+    clip_dir.mkdir(parents=True)
+    Encoded(g.normal(size=(len(data.bundle.test.records), 4)), g.normal(size=(len(cap_img), 4)), cap_img).save(
+        clip_dir / "test_encoded.npz")
+    vs = run.versus_clip(df, runs_dir, "ci", clip_dir=tmp_path / "clip_runs", n_boot=200)
+    assert vs["vs_clip_ci_low"].notna().all() and (vs["vs_clip_ci_low"] <= vs["vs_clip_ci_high"]).all()
+    assert (vs["vs_clip_seeds"] == "0").all()
+    clip_rsum = rsum(run.clip_contributions(tmp_path / "clip_runs")[0])
+    np.testing.assert_allclose(vs["vs_clip_rsum"], means["rsum"] - clip_rsum)   # one seed: the observed difference
+    assert vs["vs_clip"].str.contains("finding: |no difference shown", regex=True).all()
+    means = means.merge(vs, on="method", how="left")
+    assert tables.add_baselines(tables.comparison_table("RSICD", means.head(0), "embedded"), means, "embedded").shape[0]
 
 
 def _one_step_on(device: str, precision: str, systems, tmp_path, monkeypatch):
@@ -392,11 +422,16 @@ def test_cpu_runs_keep_their_identity():
     import dataclasses
     import hashlib
 
-    cfg = bprofiles.BaselineConfig("GaLR", device="cpu", precision="fp32")
+    # (a system whose model has not changed since: a changed one adds its revision to the key)
+    cfg = bprofiles.BaselineConfig("SCAN_t2i", device="cpu", precision="fp32")
     old = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("device", "precision")}
     assert cfg.key() == hashlib.sha1(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
     assert cfg.resolve_device() == (torch.device("cpu"), None)
-    assert bprofiles.BaselineConfig("GaLR", device="cpu", precision="bf16").key() != cfg.key()
+    assert bprofiles.BaselineConfig("SCAN_t2i", device="cpu", precision="bf16").key() != cfg.key()
+    galr = bprofiles.BaselineConfig("GaLR", device="cpu", precision="fp32")
+    old = {k: v for k, v in dataclasses.asdict(galr).items() if k not in ("device", "precision")}
+    assert galr.key() == hashlib.sha1(json.dumps(old | {"revision": SYSTEMS["GaLR"].revision},
+                                                 sort_keys=True).encode()).hexdigest()[:16]
     with pytest.raises(ValueError, match="precision"):
         bprofiles.BaselineConfig("GaLR", precision="fp16")
 

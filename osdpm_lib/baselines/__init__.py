@@ -49,14 +49,26 @@ class System:
     extra: dict = field(default_factory=dict)
     warmup_epochs: int | None | str = PROFILE   # a system's own loss schedule (VSE++: 0), else the profile's
     revision: int = 0                           # bumped when the model changes: part of a run's identity
+    all_stages: bool = False                    # reads every ResNet stage (layer1 ..), not only (low, high)
 
 
 _GRID = ("4x4 (64 px) or 7x7 (224 px) ResNet grid cells for the 36 Faster R-CNN regions (the AMFMN paper's RS "
          "rows, too, used a ResNet-18 in place of the detector, its Sec. V-C)")
 _VSE = ("mean-pooled ResNet grid cells as the pooled CNN feature (the AMFMN paper's RS row used a ResNet-18, "
         "its Sec. V-C)")
-_AMFMN = ("guidance modules re-derived from the paper's text; VSE++'s triplet loss for the dynamic-margin triplet "
-          "loss; word embeddings + GRU trained here for skip-thought vectors")
+_AMFMN = ("the code's skip-thought vectors -> word embeddings + a bidirectional GRU trained here, its states' mean "
+          "(the paper's Eqs. 10-12); no keywords branch (as the released code); at 64 px layer4 is AMFMN's own, "
+          "from random initialisation, trained (the shipped weights end at layer3; the original fine-tunes an "
+          "ImageNet ResNet-18); the hinge summed over all negatives, margin 0.2 (the released configs; the paper's "
+          "dynamic-margin loss, Eqs. 29-30, is an option not run here)")
+_GALR = ("Faster R-CNN objects with DREA's de-noised representations and enhanced adjacency -> the ResNet layer3 "
+         "cells (4x4 at 64 px, 14x14 at 224 px), their channels as node features and the row softmax of their "
+         "cosines / 0.1 as adjacency; the dynamic fusion weights applied one per branch (the code applies the "
+         "first to both); skip-thought vectors -> word embeddings + a bidirectional GRU trained here and a linear "
+         "map; at 64 px layer4 is GaLR's own, from random initialisation, trained (the shipped weights end at "
+         "layer3); the hinge summed over all negatives, margin 0.2 (the released configs); re-ranking with the "
+         "code's K=30, Wp1=0.3, Wp2=1.1")
+_OWN_SUM = None     # AMFMN's and GaLR's released configs: max_violation 0 (the sum over all negatives), every epoch
 
 SYSTEMS: dict[str, System] = {
     # VSE++ is its hardest-negative loss from the first epoch; VSE0 the same model on the sum over all negatives
@@ -65,12 +77,13 @@ SYSTEMS: dict[str, System] = {
                          f"epoch; {_VSE}", warmup_epochs=None),
     "SCAN_t2i": System(partial(SCAN, direction="t2i"), _GRID),
     "SCAN_i2t": System(partial(SCAN, direction="i2t"), _GRID),
-    "AMFMN-soft": System(partial(AMFMN, guidance="soft"), _AMFMN),
-    "AMFMN-fusion": System(partial(AMFMN, guidance="fusion"), _AMFMN),
-    "AMFMN-sim": System(partial(AMFMN, guidance="sim"), _AMFMN),
-    "GaLR": System(GaLR, "grid cells + similarity adjacency GCN for Faster R-CNN objects + DREA; MIDF on one "
-                         "token per branch; word embeddings + GRU trained here for skip-thought vectors; re-ranking "
-                         "with the code's K=30, Wp1=0.3, Wp2=1.1", rerank=True),
+    "AMFMN-soft": System(partial(AMFMN, guidance="soft"), _AMFMN, warmup_epochs=_OWN_SUM, revision=1,
+                         all_stages=True),
+    "AMFMN-fusion": System(partial(AMFMN, guidance="fusion"), _AMFMN, warmup_epochs=_OWN_SUM, revision=1,
+                           all_stages=True),
+    "AMFMN-sim": System(partial(AMFMN, guidance="sim"), _AMFMN, warmup_epochs=_OWN_SUM, revision=1,
+                        all_stages=True),
+    "GaLR": System(GaLR, _GALR, rerank=True, warmup_epochs=_OWN_SUM, revision=1, all_stages=True),
 }
 
 OPEN = ("CAMP-triplet", "CAMP-bce", "MTFN", "LW-MCR(b)", "LW-MCR(d)", "HVSA")

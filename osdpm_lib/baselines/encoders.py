@@ -3,8 +3,13 @@ embeddings + a bidirectional GRU over a vocabulary built from the training capti
 
 Grid layer: the deepest ResNet stage whose grid is at least :data:`MIN_GRID` cells a side.  On the embedded
 benchmark's 64 px images that is ``layer3`` (4 x 4 cells of 256 channels; ``layer4`` would be 2 x 2); on RSICD /
-RSITMD at 224 px it is ``layer4`` (7 x 7 cells of 512 channels).  The stage before it is the "low" scale of the
-multiscale systems (AMFMN, GaLR): ``layer2`` (8 x 8) at 64 px, ``layer3`` (14 x 14) at 224 px.
+RSITMD at 224 px it is ``layer4`` (7 x 7 cells of 512 channels).  The backbone returns ``(low, high)``: the stage
+before the grid stage and the grid stage.  With ``all_stages=True`` it returns every stage it computed instead
+(``layer1`` to the grid stage), which AMFMN's and GaLR's MVSA join two by two (``layer1 + layer2``,
+``layer3 + layer4``, as their ``ExtractFeature``); where the grid stage is ``layer3`` (64 px) the ResNet's
+``layer4`` is not part of the backbone (nor of the shipped ``synthpre`` weights, which end at ``layer3``): it is
+kept aside as :attr:`GridBackbone.next_stage` (torchvision's weights if given, else its initialisation) for a
+system that adds it as its own trained module.
 """
 
 from __future__ import annotations
@@ -72,12 +77,25 @@ class GridBackbone(nn.Module):
         last = STAGES.index(self.stage)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.stages = nn.ModuleList(getattr(net, s) for s in STAGES[:last + 1])
+        # the stage after the grid stage (None at the last one): not a submodule (not in the state dict, not moved,
+        # not trained with the backbone); a system that uses it takes a copy (build_system)
+        self._next = [getattr(net, STAGES[last + 1]) if last + 1 < len(STAGES) else None]
         with torch.no_grad():
-            low, high = self.forward(torch.zeros(1, 3, image_size, image_size))
+            feats = self.forward(torch.zeros(1, 3, image_size, image_size), all_stages=True)
+        low, high = _low_high(feats)
         self.low_channels, self.channels = low.shape[1], high.shape[1]
         self.low_grid, self.grid = low.shape[-1], high.shape[-1]
+        self.stage_channels = tuple(f.shape[1] for f in feats)     # layer1 .. grid stage
+        self.stage_grids = tuple(f.shape[-1] for f in feats)
         if shipped:
             self._load_shipped(path)
+
+    @property
+    def next_stage(self) -> nn.Module | None:
+        """The ResNet stage after the grid stage (``layer4`` at 64 px), outside the backbone: torchvision's weights
+        when the backbone was made with them, else its random initialisation (the shipped ``synthpre`` weights end
+        at the grid stage); None when the grid stage is ``layer4``."""
+        return self._next[0]
 
     def _load_shipped(self, path) -> None:
         from .. import checkpoints
@@ -91,13 +109,20 @@ class GridBackbone(nn.Module):
                 "torchvision's IMAGENET1K_V1)")
         checkpoints.load_into(self, {k: v.float() for k, v in state.items()}, path, "grid backbone")
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, all_stages: bool = False) -> tuple[torch.Tensor, ...]:
+        """``(low, high)``; ``all_stages``: every stage's map instead, ``layer1`` to the grid stage (the same
+        operations: ``low, high`` are its last two)."""
         x = self.stem(x)
         feats = []
         for stage in self.stages:
             x = stage(x)
             feats.append(x)
-        return (feats[-2] if len(feats) > 1 else feats[-1]), feats[-1]
+        return tuple(feats) if all_stages else _low_high(feats)
+
+
+def _low_high(feats) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stage before the grid stage and the grid stage, of a list of stage maps."""
+    return (feats[-2] if len(feats) > 1 else feats[-1]), feats[-1]
 
 
 class Vocab:

@@ -9,8 +9,8 @@ Offline the ResNet-18 starts from ``synthpre`` (pretrained on the book's pretrai
 :mod:`osdpm_lib.baselines.pretrain`, as the CLIP is) and stays frozen; ``scratch`` starts it from random init;
 ``finetune`` (real data sets) uses ImageNet weights at 224 px and fine-tunes it.  ``warmup_epochs``: chosen on
 validation (``docs/BASELINE_STUDY.md``) for the systems that do not fix their own loss schedule (VSE++ trains on
-its hardest negative from the first epoch, VSE0 on the sum over all negatives every epoch:
-:attr:`osdpm_lib.baselines.System.warmup_epochs`).
+its hardest negative from the first epoch; VSE0, AMFMN and GaLR on the sum over all negatives every epoch, AMFMN and
+GaLR as their released configurations do: :attr:`osdpm_lib.baselines.System.warmup_epochs`).
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@
 builds the vocabulary from the training captions; :func:`train_system` trains one system for one seed (Adam,
 max-violation triplet loss on batches of one random caption per image, after ``warmup_epochs`` on the sum over all
 negatives, as later VSE codes warm up; on the embedded benchmark every epoch on the sum did best on validation,
-docs/BASELINE_STUDY.md; VSE++ keeps its hardest negative from the first epoch and VSE0 its sum; gradient
-clipping), scores validation after every epoch, keeps the epoch of the highest validation Rsum (the first of ties)
-and scores the test split once with it; :func:`run_baselines` runs the systems and seeds of a profile
+docs/BASELINE_STUDY.md; VSE++ keeps its hardest negative from the first epoch, VSE0 its sum, and AMFMN and GaLR
+the sum of their released configurations; gradient clipping), scores validation after every epoch, keeps the
+epoch of the highest validation Rsum (the first of ties) and scores the test split once with it;
+:func:`run_baselines` runs the systems and seeds of a profile
 (:data:`osdpm_lib.baselines.profiles.BASELINE_PROFILES`).  Data without a val split: ``val_fraction`` carves one
 from train per run seed (:func:`prepare`), and ``retrain_full`` retrains each run on train+val for its selected
 epochs (:func:`train_full`), as :mod:`osdpm_lib.train` does.
@@ -17,9 +18,12 @@ of the forward passes (the loss is taken in fp32, the GRU runs in fp32).  On the
 before these fields existed: the same numbers.
 
 With a frozen backbone (``finetune_backbone=False``) the ResNet features of every split are computed once per seed
-and shared by all systems (kept on the CPU; each batch moves to the device).  A run folder (:func:`run_folder`)
-holds ``config.json``, ``metrics.csv`` (per epoch) and ``result.json`` (and ``full/`` for the retrain on
-train+val); a finished run of the same configuration and data is returned as it is.
+and shared by all systems (kept on the CPU; each batch moves to the device): ``(low, high)``, or every stage when a
+system of the profile reads them all (AMFMN, GaLR; the others then get views of the last two, the same numbers).
+A run folder (:func:`run_folder`) holds ``config.json``, ``metrics.csv`` (per epoch), ``test_contrib.npz`` (each
+test image's contributions to the recalls, for :func:`versus_clip`) and ``result.json`` (and ``full/`` for the
+retrain on train+val); a finished run of the same configuration and data is returned as it is.
+:func:`versus_clip` sets each row against the fine-tuned CLIP of notebook 05 with a paired bootstrap CI.
 """
 
 from __future__ import annotations
@@ -31,18 +35,23 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 from .. import checkpoints, metrics
 from ..data import load as load_annotations, merge_val, with_val_split
+from ..stats import paired_bootstrap, per_image_contributions
 from ..train import autocast_dtype, data_key, load_bundle, seed_everything
 from . import PROFILE, SYSTEMS, common
-from .encoders import IMAGENET_MEAN, IMAGENET_STD, GridBackbone, Vocab
+from .encoders import IMAGENET_MEAN, IMAGENET_STD, GridBackbone, Vocab, _low_high
 from .profiles import BaselineConfig, baseline_config, baseline_profile
-from .scoring import GiB, rerank_metrics, score_matrix
+from .scoring import GiB, rerank, rerank_metrics, score_matrix
 
 FULL_DIR = "full"     # the final retrain on train+val, inside the selected run's folder
+CONTRIB_FILE = "test_contrib.npz"   # per-image contributions of the test scoring (plain; rerank for GaLR)
+NO_RERANK = " (no re-ranking)"   # the row of a re-ranking system's plain scores
+CLIP_ROW = "clip"     # the fine-tuned CLIP row of the ablation (osdpm_lib.ablation.ROWS): <runs>/clip_s<seed>
 
 
 @dataclass
@@ -78,25 +87,33 @@ def _autocast(device: torch.device, amp: torch.dtype | None):
 
 @torch.no_grad()
 def extract(backbone: GridBackbone, images_u8: torch.Tensor, normalizer, batch: int = 256,
-            amp: torch.dtype | None = None):
+            amp: torch.dtype | None = None, all_stages: bool = False):
     """``(low, high)`` float32 feature maps of all images (backbone in eval mode, on its device, under ``amp``
-    autocast), kept on the CPU: a training batch is moved to the device when it is used."""
+    autocast), kept on the CPU: a training batch is moved to the device when it is used.  ``all_stages``: every
+    stage's map (``layer1`` to the grid stage; the last two are ``low, high``)."""
     backbone.eval()
     device = next(backbone.parameters()).device
-    lows, highs = [], []
+    parts = []
     for i in range(0, len(images_u8), batch):
         with _autocast(device, amp):
-            lo, hi = backbone(normalizer(images_u8[i:i + batch].to(device)))
-        lows.append(lo.float().cpu())
-        highs.append(hi.float().cpu())
-    return torch.cat(lows), torch.cat(highs)
+            maps = backbone(normalizer(images_u8[i:i + batch].to(device)), all_stages=all_stages)
+        parts.append([m.float().cpu() for m in maps])
+    return tuple(torch.cat(p) for p in zip(*parts))
 
 
 def build_system(cfg: BaselineConfig, backbone: GridBackbone, vocab_size: int):
+    """The system's model; one that reads every stage (``System.all_stages``: AMFMN, GaLR) also gets their channels
+    and grids and a copy of the ResNet stage after the grid stage (``GridBackbone.next_stage``: its own ``layer4``
+    at 64 px, trained with it)."""
+    system = SYSTEMS[cfg.system]
+    stages = {}
+    if system.all_stages:
+        stages = {"stage_channels": backbone.stage_channels, "stage_grids": backbone.stage_grids,
+                  "next_stage": copy.deepcopy(backbone.next_stage)}
     torch.manual_seed(cfg.seed + 1)
-    return SYSTEMS[cfg.system].factory(channels=backbone.channels, low_channels=backbone.low_channels,
-                                       grid=backbone.grid, low_grid=backbone.low_grid, vocab_size=vocab_size,
-                                       dim=cfg.dim, word_dim=cfg.word_dim)
+    return system.factory(channels=backbone.channels, low_channels=backbone.low_channels,
+                          grid=backbone.grid, low_grid=backbone.low_grid, vocab_size=vocab_size,
+                          dim=cfg.dim, word_dim=cfg.word_dim, **stages)
 
 
 def _trim(tokens: torch.Tensor) -> torch.Tensor:
@@ -116,10 +133,13 @@ def encode(model, visual, tokens: torch.Tensor, n_images: int, batch: int = 256)
     return tuple(torch.cat(p) for p in zip(*img)), model.encode_text(_trim(tokens).to(_device_of(model)))
 
 
-def evaluate(model, visual, split, cfg: BaselineConfig, with_rerank: bool = False):
+def evaluate(model, visual, split, cfg: BaselineConfig, with_rerank: bool = False, contributions: bool = False):
     """The book's metrics of one split (and the score matrix).  Captions with the same tokens are encoded and
     scored once (their columns are equal: on the embedded benchmark 2,051 distinct test captions of 5,000).
-    Encoding and scoring run on the model's device, under ``cfg.precision``'s autocast there."""
+    Encoding and scoring run on the model's device, under ``cfg.precision``'s autocast there.  ``contributions``:
+    also each image's per-image contributions (:func:`osdpm_lib.stats.per_image_contributions`, under
+    ``cfg.ties``) as ``contrib_plain`` (and ``contrib_rerank``: image->text columns from the image-side re-ranked
+    matrix, text->image ones from the caption-side one, as :func:`rerank_metrics` reads them)."""
     unique, inverse = torch.unique(split.tokens, dim=0, return_inverse=True)
     device = _device_of(model)
     with _autocast(device, _amp(cfg, device)):
@@ -127,8 +147,14 @@ def evaluate(model, visual, split, cfg: BaselineConfig, with_rerank: bool = Fals
         sims = score_matrix(model, img, txt, int(cfg.memory_gib * GiB))[:, inverse.numpy()]
     cap_img = split.caption_image.numpy()
     out = {"plain": metrics.retrieval_metrics(sims, cap_img, cfg.ties)}
+    if contributions:
+        out["contrib_plain"] = per_image_contributions(sims, cap_img, cfg.ties)
     if with_rerank:
-        out["rerank"] = rerank_metrics(sims, cap_img, cfg.ties)
+        reranked = rerank(sims)
+        out["rerank"] = rerank_metrics(sims, cap_img, cfg.ties, reranked=reranked)
+        if contributions:
+            a, b = (per_image_contributions(m, cap_img, cfg.ties) for m in reranked)
+            out["contrib_rerank"] = np.concatenate([a[:, :3], b[:, 3:]], axis=1)
     return out, sims
 
 
@@ -169,6 +195,7 @@ def _run(cfg: BaselineConfig, data: Data, run_dir, features: dict | None, reuse:
     if features is None:
         features = frozen_features(cfg, data, {}, backbone)
     model = build_system(cfg, backbone, len(data.vocab)).to(device)
+    all_stages = SYSTEMS[cfg.system].all_stages
     groups = [{"params": list(model.parameters()), "lr": cfg.lr}]
     if cfg.finetune_backbone:
         groups.append({"params": list(backbone.parameters()), "lr": cfg.backbone_lr})
@@ -177,12 +204,13 @@ def _run(cfg: BaselineConfig, data: Data, run_dir, features: dict | None, reuse:
     def visual_of(split: str):
         if cfg.finetune_backbone:
             images = getattr(b, split).images
-            return lambda idx: backbone(b.normalizer(images[idx].to(device)))
-        lo, hi = features[split]
-        return lambda idx: (lo[idx].to(device), hi[idx].to(device))
+            return lambda idx: backbone(b.normalizer(images[idx].to(device)), all_stages=all_stages)
+        maps = features[split]
+        return lambda idx: tuple(m[idx].to(device) for m in maps)
 
     train = b.train
     order, start, count = train.caption_index()
+    model.see_captions(train.tokens, (order, start, count), data.vocab.words)     # a hook; nothing for most
     gen = torch.Generator().manual_seed(cfg.seed)
     n_train = len(train.records)
     bs = min(cfg.batch_size, n_train)
@@ -202,7 +230,7 @@ def _run(cfg: BaselineConfig, data: Data, run_dir, features: dict | None, reuse:
                 txt = model.encode_text(_trim(train.tokens[cap]).to(device))
                 scores = model.score(img, txt)
             hardest = cfg.warmup_epochs is not None and epoch > cfg.warmup_epochs
-            loss = model.loss(scores.float(), max_violation=hardest)
+            loss = model.loss(scores.float(), max_violation=hardest, **model.loss_inputs(idx, cap))
             optim.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -225,7 +253,9 @@ def _run(cfg: BaselineConfig, data: Data, run_dir, features: dict | None, reuse:
         backbone.load_state_dict(best_state[1])
     backbone.eval()
     re = SYSTEMS[cfg.system].rerank
-    test, _ = evaluate(model, visual_of("test"), b.test, cfg, with_rerank=re)   # the only test evaluation
+    test, _ = evaluate(model, visual_of("test"), b.test, cfg, with_rerank=re, contributions=True)  # the only one
+    with checkpoints.atomic_path(run_dir / CONTRIB_FILE) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, plain=test["contrib_plain"], **({"rerank": test["contrib_rerank"]} if re else {}))
     result = {"test": test["rerank"] if re else test["plain"], **({"test_plain": test["plain"]} if re else {}),
               **({"best_epoch": best["epoch"], "best_val_rsum": best["rsum"]} if select else {"epochs": cfg.epochs}),
               **identity, "system": cfg.system, "seed": cfg.seed, "device": device.type, "amp": str(amp),
@@ -234,23 +264,29 @@ def _run(cfg: BaselineConfig, data: Data, run_dir, features: dict | None, reuse:
     return result
 
 
-def frozen_features(cfg: BaselineConfig, data: Data, cache: dict, backbone: GridBackbone | None = None
-                    ) -> dict | None:
-    """The frozen backbone's ``{split: (low, high)}`` features of ``data``'s non-empty splits for ``cfg`` (None
-    when it fine-tunes), computed once per seed, weights, image size, device, precision and data set and kept in
-    ``cache`` (entries of another seed are dropped: the systems of a seed share them); ``backbone``: the one
+def frozen_features(cfg: BaselineConfig, data: Data, cache: dict, backbone: GridBackbone | None = None,
+                    keep_all: bool = False) -> dict | None:
+    """The frozen backbone's features of ``data``'s non-empty splits for ``cfg`` (None when it fine-tunes):
+    ``{split: (low, high)}``, or ``{split: (layer1, .., grid stage)}`` for a system that reads every stage
+    (``System.all_stages``).  Computed once per seed, weights, image size, device, precision and data set and kept
+    in ``cache`` (entries of another seed are dropped: the systems of a seed share them); ``keep_all``: extract
+    every stage even if ``cfg``'s system reads two (a later system of the profile will: one extraction for all;
+    ``low, high`` are then views of the last two stages, the same numbers).  ``backbone``: the one
     :func:`build_backbone` made for ``cfg`` already (else it is built here)."""
     if cfg.finetune_backbone:
         return None
     device, amp = cfg.resolve_device()
     key = (cfg.seed, cfg.arch, cfg.weights, cfg.image_size, device.type, str(amp), data.key)
-    if key not in cache:
+    need_all = SYSTEMS[cfg.system].all_stages
+    if key not in cache or ((need_all or keep_all) and not cache[key][0]):
         for other in [k for k in cache if k[0] != cfg.seed]:
             del cache[other]
         bb, b = backbone or build_backbone(cfg).to(device), data.bundle
-        cache[key] = {s: extract(bb, getattr(b, s).images, b.normalizer, cfg.eval_batch, amp)
-                      for s in ("train", "val", "test") if len(getattr(b, s).records)}
-    return cache[key]
+        every = need_all or keep_all
+        cache[key] = (every, {s: extract(bb, getattr(b, s).images, b.normalizer, cfg.eval_batch, amp, every)
+                              for s in ("train", "val", "test") if len(getattr(b, s).records)})
+    every, feats = cache[key]
+    return feats if need_all or not every else {s: _low_high(f) for s, f in feats.items()}
 
 
 def loss_text(cfg: BaselineConfig) -> str:
@@ -277,6 +313,7 @@ def run_baselines(data_dir, runs_dir, profile: str = "default", systems=None, se
     systems = list(systems or p["systems"])
     seeds = list(p["seeds"] if seeds is None else seeds)
     rows, feats, prepared = [], {}, {}
+    keep_all = any(SYSTEMS[s].all_stages for s in systems if s in SYSTEMS)   # one extraction serves every system
 
     def data_for(cfg: BaselineConfig, full: bool = False) -> Data:
         if data is not None and not full:
@@ -295,7 +332,7 @@ def run_baselines(data_dir, runs_dir, profile: str = "default", systems=None, se
             d = data_for(cfg)
             t0 = time.perf_counter()
             folder = run_folder(runs_dir, profile, name, seed)
-            res = train_system(cfg, d, folder, frozen_features(cfg, d, feats))
+            res = train_system(cfg, d, folder, frozen_features(cfg, d, feats, keep_all=keep_all))
             seconds = time.perf_counter() - t0
             base = {"method": name, "seed": seed, "best_epoch": res["best_epoch"], "val_rsum": res["best_val_rsum"],
                     "seconds": round(seconds, 1),
@@ -304,17 +341,86 @@ def run_baselines(data_dir, runs_dir, profile: str = "default", systems=None, se
             full, full_plain = {}, {}
             if retrain_full:
                 f = data_for(cfg, full=True)
-                again = train_full(cfg, f, folder, res["best_epoch"], frozen_features(cfg, f, feats))
+                again = train_full(cfg, f, folder, res["best_epoch"],
+                                   frozen_features(cfg, f, feats, keep_all=keep_all))
                 full = {f"retrain_{k}": again["test"][k] for k in metrics.KEYS}
                 full_plain = {f"retrain_{k}": again.get("test_plain", again["test"])[k] for k in metrics.KEYS}
             rows.append(base | {k: res["test"][k] for k in metrics.KEYS} | full)
             if "test_plain" in res:
-                rows.append(base | {"method": f"{name} (no re-ranking)"}
+                rows.append(base | {"method": f"{name}{NO_RERANK}"}
                             | {k: res["test_plain"][k] for k in metrics.KEYS} | full_plain)
             log(f"{name} seed {seed}: test mR {res['test']['mr']:.2f}, Rsum {res['test']['rsum']:.2f} "
                 f"(epoch {res['best_epoch']} by validation; {seconds:.1f} s)"
                 + (f"; retrained on train+val: Rsum {full['retrain_rsum']:.2f}" if full else ""))
     return pd.DataFrame(rows)
+
+
+def test_contributions(runs_dir, profile: str, method: str, seed: int) -> np.ndarray | None:
+    """The per-image test contributions of one row of :func:`run_baselines` (``"<system> (no re-ranking)"``: the
+    plain ones of a re-ranking system), or None when its run has none (a run made before they were stored)."""
+    system = method.removesuffix(NO_RERANK)
+    path = run_folder(runs_dir, profile, system, seed) / CONTRIB_FILE
+    if not path.is_file():
+        return None
+    with np.load(path) as z:
+        return z["rerank" if "rerank" in z and method == system else "plain"]
+
+
+def clip_contributions(clip_dir, ties: str = "expected") -> dict[int, np.ndarray]:
+    """``{seed: per-image test contributions}`` of the fine-tuned CLIP runs (the ablation's ``clip`` row,
+    ``<clip_dir>/clip_s<seed>/test_encoded.npz``, :func:`osdpm_lib.ablation.contributions`) under ``ties``;
+    empty when there are none."""
+    from .. import ablation
+    from ..profiles import run_name
+
+    clip_dir = Path(clip_dir)
+    seeds = sorted(int(p.name[len(CLIP_ROW) + 2:]) for p in clip_dir.glob(f"{CLIP_ROW}_s*")
+                   if p.name[len(CLIP_ROW) + 2:].isdigit() and (p / "test_encoded.npz").is_file()
+                   and p.name == run_name(CLIP_ROW, int(p.name[len(CLIP_ROW) + 2:])))
+    if not seeds:
+        return {}
+    runs = pd.DataFrame({"variant": [CLIP_ROW] * len(seeds), "seed": seeds})
+    return ablation.contributions(runs, clip_dir, ties=ties)[CLIP_ROW]
+
+
+VS_CLIP = ["method", "vs_clip_rsum", "vs_clip_ci_low", "vs_clip_ci_high", "vs_clip_seeds", "vs_clip"]
+
+
+def versus_clip(runs: pd.DataFrame, runs_dir, profile: str, clip_dir=None, ties: str = "expected",
+                n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """Each row of :func:`run_baselines` against the fine-tuned CLIP: the paired bootstrap
+    (:func:`osdpm_lib.stats.paired_bootstrap`) of ``Rsum(system) - Rsum(CLIP)`` over the test images, nested over
+    the seeds the two share (paired by seed label, as the book's comparisons are), from the runs' per-image
+    contributions on the same test split.  One row per method (columns :data:`VS_CLIP`): the observed mean
+    difference, the CI at ``level``, the seeds used and ``vs_clip``, the verdict (a finding when the CI excludes 0)
+    or why there is none: no CLIP runs in ``clip_dir`` (default ``runs_dir``, the chain's runs: notebook 05 trains
+    them), no shared seed, a run without per-image contributions, or another test split."""
+    clip = clip_contributions(Path(clip_dir or runs_dir), ties)
+    rows = []
+    for method, group in runs.groupby("method", sort=False):
+        row = dict.fromkeys(VS_CLIP[1:], np.nan) | {"method": method, "vs_clip_seeds": ""}
+        seeds = sorted(int(s) for s in group["seed"])
+        shared = [s for s in seeds if s in clip]
+        mine = {s: test_contributions(runs_dir, profile, method, s) for s in shared}
+        if not clip:
+            row["vs_clip"] = (f"no fine-tuned CLIP runs ({CLIP_ROW}_s<seed>/test_encoded.npz in "
+                              f"{Path(clip_dir or runs_dir)}; notebook 05 trains them)")
+        elif not shared:
+            row["vs_clip"] = f"no CLIP run with the seeds {seeds} (CLIP seeds: {sorted(clip)})"
+        elif any(v is None for v in mine.values()):
+            row["vs_clip"] = "no per-image test contributions in its run (made before they were stored: rerun it)"
+        else:
+            try:
+                r = paired_bootstrap([mine[s] for s in shared], [clip[s] for s in shared], n_boot=n_boot,
+                                     seed=seed, level=level, names=(method, "fine-tuned CLIP"))
+            except ValueError as e:          # e.g. not the same test images
+                row["vs_clip"] = f"not comparable: {e}"
+            else:
+                row |= {"vs_clip_rsum": r.diff, "vs_clip_ci_low": r.ci_low, "vs_clip_ci_high": r.ci_high,
+                        "vs_clip_seeds": ", ".join(map(str, shared)),
+                        "vs_clip": ("finding: " if r.excludes_zero else "") + r.verdict}
+        rows.append(row)
+    return pd.DataFrame(rows, columns=VS_CLIP)
 
 
 def run_folder(runs_dir, profile: str, system: str, seed: int) -> Path:

@@ -40,15 +40,27 @@ class Baseline(nn.Module):
         """Estimated bytes one (image, caption) pair of :meth:`score` holds at once."""
         return 4
 
+    def see_captions(self, tokens: torch.Tensor, caption_index, words) -> None:
+        """Hook called once before training with the training split's captions (``long [M, L]``), its
+        ``caption_index()`` and the vocabulary's words (AMFMN's dynamic margin builds its prior similarity here);
+        nothing by default."""
+
+    def loss_inputs(self, images: torch.Tensor, captions: torch.Tensor) -> dict:
+        """Extra keyword arguments of :meth:`loss` for a training batch of these image and caption indices (of the
+        training split); none by default."""
+        return {}
+
     def loss(self, scores: torch.Tensor, max_violation: bool = True) -> torch.Tensor:
         """VSE++'s triplet loss: the hardest negatives (``max_violation``, the systems' own loss) or the sum over
         all negatives (the warm-up of :class:`~osdpm_lib.baselines.profiles.BaselineConfig`'s ``warmup_epochs``)."""
         return triplet_loss(scores, self.margin, max_violation=max_violation)
 
 
-def triplet_loss(scores: torch.Tensor, margin: float = 0.2, max_violation: bool = True) -> torch.Tensor:
+def triplet_loss(scores: torch.Tensor, margin: float | torch.Tensor = 0.2, max_violation: bool = True
+                 ) -> torch.Tensor:
     """VSE++'s hinge triplet loss on a batch score matrix whose diagonal holds the matching pairs: both
-    directions, the hardest negative of each query (``max_violation``) or the sum over negatives."""
+    directions, the hardest negative of each query (``max_violation``) or the sum over negatives.  ``margin``: a
+    number, or a ``[B, B]`` tensor of each pair's margin (image ``i`` x caption ``j``; AMFMN's Eq. 30)."""
     diag = scores.diag()
     cost_t = (margin + scores - diag[:, None]).clamp(min=0)   # image query, wrong captions
     cost_i = (margin + scores - diag[None, :]).clamp(min=0)   # caption query, wrong images
@@ -133,10 +145,11 @@ def rerank(sims, k: int = 30, wp1: float = 0.3, wp2: float = 1.1) -> tuple[np.nd
     return _rerank_rows(s, k, wp1, wp2), _rerank_rows(s.T, k, wp1, wp2).T
 
 
-def rerank_metrics(sims, caption_image, ties: str = "expected", **kw) -> dict[str, float]:
+def rerank_metrics(sims, caption_image, ties: str = "expected", reranked=None, **kw) -> dict[str, float]:
     """The book's metrics (:mod:`osdpm_lib.metrics`) after :func:`rerank`: image->text recalls from the
-    image-side re-ranked matrix, text->image recalls from the caption-side one."""
-    s_i2t, s_t2i = rerank(sims, **kw)
+    image-side re-ranked matrix, text->image recalls from the caption-side one (``reranked``: the pair
+    :func:`rerank` returned for ``sims`` already)."""
+    s_i2t, s_t2i = reranked if reranked is not None else rerank(sims, **kw)
     a = metrics.retrieval_metrics(s_i2t, caption_image, ties)
     b = metrics.retrieval_metrics(s_t2i, caption_image, ties)
     out = {k: (a if k.startswith("i2t") else b)[k] for k in metrics.KEYS[:6]}
