@@ -8,10 +8,13 @@ query (:func:`osdpm_lib.metrics.ranks`).  A system is ``{seed label: [run-fold p
 :func:`nested_bootstrap` is :func:`osdpm_lib.stats.paired_bootstrap` generalised to several folds and metrics: each
 replicate resamples the seed labels (with replacement) and, in every fold, the test images (each with its captions;
 one resample per fold shared by every seed and both systems), and records the mean over seeds and folds of
-``metric(a) - metric(b)``.  Its standard deviation is the comparison's standard error; from it
+``metric(a) - metric(b)``.  Its standard deviation, times ``sqrt(S / (S - 1))`` for ``S`` seeds (the bootstrap's
+small-sample bias), is the comparison's standard error ``SE``; the intervals are ``diff ± t_{S-1} SE`` (seed
+variance dominates; the percentile interval of ``S`` resampled seeds is too narrow for ten or so seeds); from it
 
-* the minimum detectable effect at 80% power and two-sided alpha = 0.05: ``MDE = (z_0.975 + z_0.8) * SE``;
-* the power against an effect ``delta``: ``Phi(delta / SE - z_0.975) + Phi(-delta / SE - z_0.975)``;
+* the minimum detectable effect at 80% power and two-sided alpha = 0.05: ``MDE = (t_0.975 + t_0.8) * SE``;
+* the power against an effect ``delta``: ``T(delta / SE - t_0.975) + T(-delta / SE - t_0.975)`` (t with S - 1
+  degrees of freedom);
 * the verdict (:func:`verdict`): ``better`` / ``worse`` when the 95% CI excludes 0, else ``equivalent`` when the 90%
   CI lies inside ``(-margin, +margin)`` (two one-sided tests at 5%), else ``inconclusive``.
 
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import norm
+from scipy.stats import t as student_t
 
 from .metrics import ranks
 from .stats import per_image_contributions, rsum
@@ -133,6 +137,7 @@ class Comparison:
     n_folds: int
     n_images: int
     replicates: np.ndarray
+    df: int | None = None      # degrees of freedom of the interval: seeds - 1
 
 
 def nested_bootstrap(a: dict, b: dict, metrics=("rsum",), n_boot: int = 2000, seed: int = 0,
@@ -166,11 +171,22 @@ def nested_bootstrap(a: dict, b: dict, metrics=("rsum",), n_boot: int = 2000, se
         d = np.stack([np.mean([reps_of(a[s][f], f) - reps_of(b[s][f], f) for f in range(n_folds)], axis=0)
                       for s in seeds], axis=1)   # [n_boot, n_seeds]
         reps = np.take_along_axis(d, pick, axis=1).mean(axis=1)
-        out[m] = Comparison(m, float(obs), float(reps.std(ddof=1)),
-                            tuple(float(q) for q in np.quantile(reps, [0.025, 0.975])),
-                            tuple(float(q) for q in np.quantile(reps, [0.05, 0.95])),
-                            len(seeds), n_folds, sum(x.n_images for x in a[seeds[0]]), reps)
+        S = len(seeds)
+        df = S - 1 if S > 1 else None
+        se = float(reps.std(ddof=1)) * (math.sqrt(S / (S - 1)) if S > 1 else 1.0)
+        out[m] = Comparison(m, float(obs), se, _interval(float(obs), se, 0.95, df), _interval(float(obs), se, 0.90, df),
+                            S, n_folds, sum(x.n_images for x in a[seeds[0]]), reps, df)
     return out
+
+
+def _quantile(q: float, df: int | None) -> float:
+    return float(student_t.ppf(q, df)) if df else float(norm.ppf(q))
+
+
+def _interval(diff: float, se: float, level: float, df: int | None) -> tuple[float, float]:
+    """``diff ± t_{(1+level)/2, df} se`` (normal quantile without ``df``)."""
+    h = _quantile((1 + level) / 2, df) * se
+    return diff - h, diff + h
 
 
 def _m(rf: RunFold, name: str, w) -> float:
@@ -191,17 +207,20 @@ def verdict(ci95: tuple[float, float], ci90: tuple[float, float], margin: float,
     return "inconclusive"
 
 
-def mde(se: float, alpha: float = 0.05, power_: float = 0.8) -> float:
-    """Minimum detectable effect of a two-sided test at ``alpha`` with ``power_``, for a normal estimate with ``se``."""
-    return float((norm.ppf(1 - alpha / 2) + norm.ppf(power_)) * se)
+def mde(se: float, alpha: float = 0.05, power_: float = 0.8, df: int | None = None) -> float:
+    """Minimum detectable effect of a two-sided test at ``alpha`` with ``power_`` for an estimate with ``se``
+    (Student's t with ``df`` degrees of freedom, the normal without)."""
+    return float((_quantile(1 - alpha / 2, df) + _quantile(power_, df)) * se)
 
 
-def power(effect: float, se: float, alpha: float = 0.05) -> float:
-    """Power of the two-sided test at ``alpha`` against a true difference ``effect`` (normal approximation)."""
+def power(effect: float, se: float, alpha: float = 0.05, df: int | None = None) -> float:
+    """Power of the two-sided test at ``alpha`` against a true difference ``effect`` (shifted t with ``df``, the
+    normal without)."""
     if se <= 0:
         return 1.0 if effect else alpha
-    z = norm.ppf(1 - alpha / 2)
-    return float(norm.cdf(effect / se - z) + norm.cdf(-effect / se - z))
+    c = _quantile(1 - alpha / 2, df)
+    cdf = (lambda x: student_t.cdf(x, df)) if df else norm.cdf
+    return float(cdf(effect / se - c) + cdf(-effect / se - c))
 
 
 # ------------------------------------------------------------------------------------------------ variance
@@ -255,7 +274,7 @@ def plan(components: dict, target_mde: float, max_seeds: int, folds_options=(5, 
                if budget is None or cost(S, F) <= budget]
     if not options:
         raise ValueError(f"no design with 2-{max_seeds} seeds and {folds_options} folds fits the budget {budget}")
-    mdes = {o: mde(math.sqrt(safety) * predicted_se(components, *o)) for o in options}
+    mdes = {o: mde(math.sqrt(safety) * predicted_se(components, *o), df=o[0] - 1) for o in options}
     reaching = [o for o in options if mdes[o] <= target_mde]
     best = min(reaching, key=lambda o: (cost(*o), o)) if reaching else min(options, key=lambda o: (mdes[o], cost(*o)))
     return {"n_seeds": best[0], "n_folds": best[1], "predicted_mde": mdes[best], "reaches_target": bool(reaching),

@@ -322,7 +322,8 @@ def make_plan(pilot: dict, margin_rel: float = MARGIN_REL, max_seeds: int = MAX_
                                        + F * FOLD_GEN_S)
     chosen = plan(comps[f"{primary[0]} − {primary[1]}"], target, max_seeds, FOLD_OPTIONS, safety, price,
                   None if cost is None else cost["final_budget_s"])
-    predicted = {k: mde(predicted_se(c, chosen["n_seeds"], chosen["n_folds"])) for k, c in comps.items()}
+    predicted = {k: mde(predicted_se(c, chosen["n_seeds"], chosen["n_folds"]), df=chosen["n_seeds"] - 1)
+                 for k, c in comps.items()}
     return {"margin_rel": margin_rel, "clip_rsum_pilot": clip_rsum, "margin_abs": target, "target_mde": target,
             "safety": safety, "max_seeds": max_seeds, **chosen, "primary": f"{primary[0]} − {primary[1]}",
             "predicted_mde": predicted, "components": comps, "pilot_seeds": sorted(pilot["clip"]),
@@ -344,13 +345,14 @@ def comparison_table(systems: dict, margin_rel: float, rsum_margin: float | None
         res = nested_bootstrap(systems[a], systems[b], metrics, n_boot, seed, names=(a, b), cache=cache)
         for m, c in res.items():
             margin = rsum_margin if (m == "rsum" and rsum_margin) else margin_rel * abs(ref[m])
-            m_abs = mde(c.se)
+            m_abs = mde(c.se, df=c.df)
             rows.append({"comparison": f"{a} − {b}", "metric": m, "clip_value": ref[m], "diff": c.diff,
                          "diff_rel_pct": 100 * c.diff / ref[m], "se": c.se, "ci95_low": c.ci95[0],
                          "ci95_high": c.ci95[1], "ci90_low": c.ci90[0], "ci90_high": c.ci90[1], "mde": m_abs,
                          "mde_rel_pct": 100 * m_abs / abs(ref[m]),
-                         f"power_at_{100 * MARGIN_REL:g}pct": power(MARGIN_REL * abs(ref[m]), c.se),
-                         f"power_at_{100 * SECOND_EFFECT_REL:g}pct": power(SECOND_EFFECT_REL * abs(ref[m]), c.se),
+                         f"power_at_{100 * MARGIN_REL:g}pct": power(MARGIN_REL * abs(ref[m]), c.se, df=c.df),
+                         f"power_at_{100 * SECOND_EFFECT_REL:g}pct": power(SECOND_EFFECT_REL * abs(ref[m]), c.se,
+                                                                           df=c.df),
                          "margin": margin, "verdict": verdict(c.ci95, c.ci90, margin, METRICS[m]),
                          "n_seeds": c.n_seeds, "n_folds": c.n_folds, "n_images": c.n_images})
     return pd.DataFrame(rows)
@@ -477,8 +479,8 @@ def protocol_note(runs: pd.DataFrame, fold_names, n_boot: int, ties: str = "expe
     fl = "; ".join(f"{n} (seed {reg[n]['seed']}, sha256 {reg[n]['images_sha256'][:12]})" for n in fold_names)
     return (f"Tie rule: {ties} ({TIE_RULES[ties]}). Seeds: {len(seeds)} per variant ({seeds[0]}–{seeds[-1]}), paired "
             f"by seed label. Test folds: {len(fold_names)} × {folds.N_TEST} images: {fl}. Paired bootstrap: {n_boot} "
-            "replicates resampling seed labels and, per fold, test images (with their captions); 95% and 90% "
-            "percentile CIs.")
+            "replicates resampling seed labels and, per fold, test images (with their captions); its SD x "
+            f"sqrt(S/(S-1)) is the SE; 95% and 90% CIs: difference ± t({len(seeds) - 1} df) x SE.")
 
 
 def citation(results=None) -> str:

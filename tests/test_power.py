@@ -177,11 +177,11 @@ def test_variance_components_find_image_variance():
 
 def test_plan_takes_the_fewest_seeds_then_folds():
     comp = {"seed": 4.0, "image": 1.0, "seed_x_image": 0.0}
-    target = power.mde(math.sqrt(4.0 / 10 + 1.0 / 10))
+    target = power.mde(math.sqrt(4.0 / 10 + 1.0 / 10), df=9)       # the MDE of 10 seeds, 10 folds (t, 9 df)
     p = power.plan(comp, target, max_seeds=30, folds_options=(5, 10))
     assert (p["n_seeds"], p["n_folds"], p["reaches_target"]) == (10, 10, True)
-    more_folds = power.plan(comp, target, max_seeds=30, folds_options=(5, 10, 20))    # 4/9 + 1/20 < 4/10 + 1/10
-    assert (more_folds["n_seeds"], more_folds["n_folds"]) == (9, 20)
+    more_folds = power.plan(comp, target, max_seeds=30, folds_options=(5, 10, 40))    # 4/9 + 1/40 < 4/10 + 1/10
+    assert (more_folds["n_seeds"], more_folds["n_folds"]) == (9, 40)
     assert power.plan(comp, target, 30, (5, 10, 20), safety=2.0)["n_seeds"] > 10
     out_of_reach = power.plan(comp, 0.01, max_seeds=5, folds_options=(5, 10))
     assert not out_of_reach["reaches_target"] and (out_of_reach["n_seeds"], out_of_reach["n_folds"]) == (5, 10)
@@ -190,13 +190,13 @@ def test_plan_takes_the_fewest_seeds_then_folds():
 def test_plan_within_a_budget():
     comp = {"seed": 4.0, "image": 1.0, "seed_x_image": 2.0}
     cost = lambda S, F: S * (60 + 5 * F)     # noqa: E731  seconds: a run, then F fold scorings
-    target = power.mde(math.sqrt(4.0 / 12 + 1.0 / 5 + 2.0 / 60))
+    target = power.mde(math.sqrt(4.0 / 12 + 1.0 / 5 + 2.0 / 60), df=11)
     p = power.plan(comp, target, 30, (5, 10), cost=cost)
     assert p["reaches_target"] and p["cost"] == min(cost(S, F) for S in range(2, 31) for F in (5, 10)
-                                                   if power.mde(power.predicted_se(comp, S, F)) <= target)
+                                                   if power.mde(power.predicted_se(comp, S, F), df=S - 1) <= target)
     capped = power.plan(comp, target, 30, (5, 10), cost=cost, budget=cost(6, 10))
     assert not capped["reaches_target"] and capped["cost"] <= cost(6, 10)
-    assert capped["predicted_mde"] == min(power.mde(power.predicted_se(comp, S, F)) for S in range(2, 31)
+    assert capped["predicted_mde"] == min(power.mde(power.predicted_se(comp, S, F), df=S - 1) for S in range(2, 31)
                                           for F in (5, 10) if cost(S, F) <= cost(6, 10))
     with pytest.raises(ValueError, match="fits the budget"):
         power.plan(comp, target, 30, (5,), cost=cost, budget=10)
@@ -211,3 +211,15 @@ def test_cache_gives_the_same_comparisons():
         for m in plain:
             assert np.array_equal(plain[m].replicates, cached[m].replicates)
     assert len(cache) == 3 * 3 * 2 * 2       # three systems x three seeds x two folds x two metrics, once each
+
+
+def test_intervals_use_t_with_seeds_minus_one_df():
+    from scipy.stats import t as student_t
+
+    a, b = _system(1, 4, 1.5), _system(2, 4, 1.0)
+    c = nested_bootstrap(a, b, ("rsum",), n_boot=300)["rsum"]
+    assert c.df == 3 and c.se == pytest.approx(c.replicates.std(ddof=1) * math.sqrt(4 / 3))
+    assert c.ci95 == pytest.approx((c.diff - student_t.ppf(0.975, 3) * c.se, c.diff + student_t.ppf(0.975, 3) * c.se))
+    assert c.ci90[1] - c.ci90[0] == pytest.approx(2 * student_t.ppf(0.95, 3) * c.se)
+    assert power.mde(1.0, df=3) == pytest.approx(student_t.ppf(0.975, 3) + student_t.ppf(0.8, 3))
+    assert power.power(power.mde(1.0, df=9), 1.0, df=9) == pytest.approx(0.8, abs=0.01)

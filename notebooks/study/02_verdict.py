@@ -18,7 +18,8 @@
 # run that reads one raises an error).
 #
 # Every comparison is paired by seed label; the bootstrap resamples seed labels and, per fold, test images with
-# their captions. Verdicts, with the margin fixed in notebook 01 before these runs:
+# their captions; its SD (× √(S/(S−1)) for S seeds) is the standard error and the intervals are difference ± t(S−1)
+# × SE (seed variance dominates, and a percentile interval over ten or so resampled seeds is too narrow). Verdicts, with the margin fixed in notebook 01 before these runs:
 # **better** / **worse** (95% CI excludes 0), **equivalent** (90% CI inside ±margin: two one-sided tests),
 # **inconclusive** (neither). MDE: the difference the design detects with 80% power (two-sided α = 0.05);
 # power against the paper's relative gains (3.7% on RSICD, 2.5% on RSITMD) from the same standard error.
