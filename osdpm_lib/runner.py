@@ -199,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
                                                          "(seeded per run seed; TrainConfig.val_fraction)")
     ap.add_argument("--retrain-full", action="store_true", help="after selection, retrain on train+val at the "
                                                                  "selected epoch (each run's full/ folder)")
+    ap.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                    help="a notebook parameter (VALUE read as YAML), for the notebooks that declare it, e.g. "
+                         "--study --only 01 -p budget_s 9000")
     ap.add_argument("--study", action="store_true", help="the study's notebooks (notebooks/study -> results/study; "
                                                           "make study trains their runs first)")
     ap.add_argument("--batch", type=Path, help="YAML list of parameter sets; each needs 'name', may set profile, dataset, "
@@ -213,11 +216,13 @@ def main(argv: list[str] | None = None) -> int:
             s = dict(s)
             run_chain(s.pop("name"), s.pop("profile", args.profile), s.pop("dataset", args.dataset), args.only, **s)
     elif args.study:
-        run_chain(args.name or "study", args.profile, args.dataset, args.only, source=STUDY_DIR)
+        run_chain(args.name or "study", args.profile, args.dataset, args.only, source=STUDY_DIR,
+                  **{k: yaml.safe_load(v) for k, v in args.param})
     else:
         name = profiles.chain_name(args.profile, args.name)
         extra = {k: v for k, v in (("model", args.model), ("pretrained", args.pretrained),
                                    ("val_fraction", args.val_fraction), ("retrain_full", args.retrain_full)) if v}
+        extra |= {k: yaml.safe_load(v) for k, v in args.param}
         run_chain(name, args.profile, args.dataset, args.only, **extra)
     print(f"book finished in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return 0

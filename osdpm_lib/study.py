@@ -105,8 +105,8 @@ def _train_job(job) -> dict:
 
     cfg, data_dir, run_dir, *targets = job
     result = train(cfg, data_dir, run_dir)
-    for fold_dir, name in (targets[0] if targets else ()):
-        score(run_dir, fold_dir, name)
+    if targets and targets[0]:
+        score_all(run_dir, targets[0])
     return result
 
 
@@ -202,28 +202,42 @@ def score(run_dir, data_dir, out_name: str, split: str = "test"):
     """Encode ``split`` of ``data_dir`` with the run's selected model, once (``<run_dir>/folds/<out_name>.npz``,
     reused afterwards).  A study fold is refused to any run whose purpose is not ``"study"``
     (:class:`osdpm_lib.folds.StudyFoldError`)."""
-    from .cache import SplitTensors
-    from .data import load as load_annotations
-    from .evaluate import Encoded
-    from .train import autocast_dtype, encode_split, load_trained
+    return score_all(run_dir, [(data_dir, out_name)], split)[0]
 
-    run_dir = Path(run_dir)
-    folds.refuse_study_fold(data_dir, run_purpose(run_dir))
-    out = run_dir / "folds" / f"{out_name}.npz"
-    if out.is_file():
-        return Encoded.load(out)
-    model, tokenizer, pre, cfg = load_trained(run_dir)
-    ann = load_annotations(data_dir)
-    tensors = SplitTensors.build(ann.split(split), Path(data_dir) / "images", pre["image_size"], tokenizer,
-                                 Path(data_dir) / ".cache")
-    from .cache import Normalizer
+
+def score_all(run_dir, targets, split: str = "test") -> list:
+    """:func:`score` for several ``(data_dir, out_name)`` targets with one load of the model; identical captions
+    (frequent: templated sentences repeat) are encoded once."""
     import torch
 
-    enc = encode_split(model, tensors, Normalizer(pre["mean"], pre["std"]), cfg, torch.device("cpu"),
-                       autocast_dtype("fp32", torch.device("cpu")))
-    out.parent.mkdir(exist_ok=True)
-    enc.save(out)
-    return enc
+    from .cache import Normalizer, SplitTensors
+    from .data import load as load_annotations
+    from .evaluate import Encoded, encode_images, encode_texts
+    from .train import load_trained
+
+    run_dir = Path(run_dir)
+    purpose = run_purpose(run_dir)
+    for data_dir, _ in targets:
+        folds.refuse_study_fold(data_dir, purpose)
+    out, loaded = [], None
+    for data_dir, name in targets:
+        path = run_dir / "folds" / f"{name}.npz"
+        if path.is_file():
+            out.append(Encoded.load(path))
+            continue
+        loaded = loaded or load_trained(run_dir)
+        model, tokenizer, pre, cfg = loaded
+        tensors = SplitTensors.build(load_annotations(data_dir).split(split), Path(data_dir) / "images",
+                                     pre["image_size"], tokenizer, Path(data_dir) / ".cache")
+        cpu = torch.device("cpu")
+        images = encode_images(model, tensors.images, Normalizer(pre["mean"], pre["std"]), cfg.eval_batch_size, cpu)
+        unique, inverse = torch.unique(tensors.tokens, dim=0, return_inverse=True)
+        texts = encode_texts(model, unique, 4 * cfg.eval_batch_size, cpu)[inverse.numpy()]
+        enc = Encoded(images, texts, tensors.caption_image.numpy())
+        path.parent.mkdir(exist_ok=True)
+        enc.save(path)
+        out.append(enc)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ 2. pilot
@@ -296,7 +310,7 @@ ANALYSIS_S = 900          # the two notebooks (scoring tables, bootstrap, sensit
 FOLD_GEN_S = 30           # generating one fold of 1,000 images beside two training workers (measured: 29 s)
 
 
-def costs(tables_dir) -> dict:
+def costs(tables_dir, budget_s: float = STUDY_BUDGET_S) -> dict:
     """Measured costs (seconds of the 2-core machine, workers side by side): a training run (the tuning's mean), a
     fold scoring (the pilot's mean), and what the study budget leaves for the final runs."""
     tables_dir = Path(tables_dir)
@@ -305,14 +319,16 @@ def costs(tables_dir) -> dict:
     pilot_s = float((tables_dir / "pilot_seconds.txt").read_text())
     n_pilot = len(pd.read_csv(tables_dir / "pilot_runs.csv"))
     return {"run_s": tune_s / n_tune, "score_s": max(pilot_s / n_pilot, 1.0), "tuning_s": tune_s, "pilot_s": pilot_s,
-            "final_budget_s": STUDY_BUDGET_S - tune_s - pilot_s - ANALYSIS_S}
+            "study_budget_s": budget_s, "final_budget_s": budget_s - tune_s - pilot_s - ANALYSIS_S}
 
 
 def make_plan(pilot: dict, margin_rel: float = MARGIN_REL, max_seeds: int = MAX_SEEDS, safety: float = SAFETY,
               pairs=PAIRS, primary=("osdpm", "clip"), cost: dict | None = None) -> dict:
     """The design from the pilot's systems (one pilot fold): each pair's variance components, and the cheapest
-    seeds x folds (``cost``: :func:`costs`, within its budget) that bring the *primary* comparison's MDE to
-    ``margin_rel`` x clip's pilot Rsum; the absolute equivalence margin is fixed here, before any final run."""
+    seeds x folds (``cost``: :func:`costs`, within its budget) that bring the MDE to ``margin_rel`` x clip's pilot
+    Rsum for every comparison: the plan uses the componentwise maximum over the pairs (three seeds cannot pin each
+    pair's components down: in the first pilot osdpm - clip's between-seed variance came out 0.04, the other two
+    pairs' 9.1); the absolute equivalence margin is fixed here, before any final run."""
     from .power import mde, plan, predicted_se, variance_components
 
     clip_rsum = mean_metric(pilot["clip"])
@@ -320,12 +336,14 @@ def make_plan(pilot: dict, margin_rel: float = MARGIN_REL, max_seeds: int = MAX_
     comps = {f"{a} − {b}": variance_components(pilot[a], pilot[b], names=(a, b)) for a, b in pairs}
     price = None if cost is None else (lambda S, F: S * len(VARIANTS) * (cost["run_s"] + F * cost["score_s"])
                                        + F * FOLD_GEN_S)
-    chosen = plan(comps[f"{primary[0]} − {primary[1]}"], target, max_seeds, FOLD_OPTIONS, safety, price,
+    worst = {k: max(c[k] for c in comps.values()) for k in ("seed", "image", "seed_x_image")}
+    chosen = plan(worst, target, max_seeds, FOLD_OPTIONS, safety, price,
                   None if cost is None else cost["final_budget_s"])
     predicted = {k: mde(predicted_se(c, chosen["n_seeds"], chosen["n_folds"]), df=chosen["n_seeds"] - 1)
                  for k, c in comps.items()}
     return {"margin_rel": margin_rel, "clip_rsum_pilot": clip_rsum, "margin_abs": target, "target_mde": target,
             "safety": safety, "max_seeds": max_seeds, **chosen, "primary": f"{primary[0]} − {primary[1]}",
+            "planned_on": worst,
             "predicted_mde": predicted, "components": comps, "pilot_seeds": sorted(pilot["clip"]),
             "costs": cost}
 

@@ -92,3 +92,11 @@ def test_chain_kernels_draw_no_progress_bars(monkeypatch):
     with runner._no_progress_bars():
         assert os.environ["TQDM_DISABLE"] == "0"
     assert os.environ["TQDM_DISABLE"] == "0"
+
+
+def test_param_option_reaches_the_study_chain(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(runner, "run_chain", lambda name, profile, dataset, only, **kw: seen.update(name=name, **kw))
+    runner.main(["--study", "--only", "01", "-p", "budget_s", "9000", "-p", "safety", "1.5"])
+    assert seen["name"] == "study" and seen["source"] == runner.STUDY_DIR
+    assert seen["budget_s"] == 9000 and seen["safety"] == 1.5
