@@ -78,7 +78,8 @@ class BaselineConfig:
 
 
 # ------------------------------------------------------------------------------------------ profiles
-BASELINE_SYSTEMS = ["VSE++", "VSE0", "SCAN_t2i", "SCAN_i2t", "AMFMN-soft", "AMFMN-fusion", "AMFMN-sim", "GaLR"]
+BASELINE_SYSTEMS = ["VSE++", "VSE0", "SCAN_t2i", "SCAN_i2t", "AMFMN-soft", "AMFMN-fusion", "AMFMN-sim", "GaLR",
+                    "CAMP-triplet", "CAMP-bce", "MTFN"]
 # the book's subset: the most cited first (the order of work), VSE0 beside VSE++
 BOOK_SYSTEMS = ["VSE++", "VSE0", "SCAN_t2i", "AMFMN-soft", "GaLR"]
 BASELINE_WARMUP = None    # every epoch on the sum over all negatives (docs/BASELINE_STUDY.md)
