@@ -158,7 +158,8 @@ def test_one_epoch_under_the_protocol(tmp_path):
 def test_registration_profiles_and_rows():
     assert not set(NEW) & set(OPEN) and set(OPEN) == {"LW-MCR(b)", "LW-MCR(d)", "HVSA"}
     for name in NEW:
-        assert SYSTEMS[name].warmup_epochs == 0 and not SYSTEMS[name].rerank       # hardest negative, every epoch
+        assert SYSTEMS[name].warmup_epochs == 0                                     # hardest negative, every epoch
+        assert bool(SYSTEMS[name].rerank) == (name == "MTFN")                       # MTFN re-ranks (its i2t only)
         assert bprofiles.baseline_config("full", name).warmup_epochs == 0
     for profile in ("full", "finetune", "frozen"):
         assert set(NEW) <= set(bprofiles.baseline_profile(profile)["systems"])
@@ -170,4 +171,18 @@ def test_registration_profiles_and_rows():
     assert "hardest negatives" in SYSTEMS["CAMP-triplet"].replaced
     assert "binary cross-entropy" in SYSTEMS["CAMP-bce"].replaced
     mtfn = SYSTEMS["MTFN"].replaced
-    assert "skip-thoughts" in mtfn and "5-caption grouping" in mtfn and "not applied" in mtfn and "dropout" in mtfn
+    assert "skip-thoughts" in mtfn and "5-caption grouping" in mtfn and "not done" in mtfn and "dropout" in mtfn
+
+
+def test_mtfn_row_is_reranked_by_its_own_function():
+    import numpy as np
+
+    from osdpm_lib.baselines import SYSTEMS, mtfn, scoring
+    from osdpm_lib.baselines.run import evaluate  # noqa: F401  (the runner applies System.rerank)
+
+    assert SYSTEMS["MTFN"].rerank is mtfn.rerank and SYSTEMS["GaLR"].rerank is True
+    rng = np.random.default_rng(0)
+    sims = rng.normal(size=(6, 12)).astype(np.float32)
+    i2t, t2i = mtfn.rerank(sims)
+    assert np.array_equal(t2i, sims.astype(t2i.dtype))                 # text->image as scored
+    assert not np.array_equal(i2t, scoring.rerank(sims)[0])            # not GaLR's

@@ -149,8 +149,8 @@ def evaluate(model, visual, split, cfg: BaselineConfig, with_rerank: bool = Fals
     out = {"plain": metrics.retrieval_metrics(sims, cap_img, cfg.ties)}
     if contributions:
         out["contrib_plain"] = per_image_contributions(sims, cap_img, cfg.ties)
-    if with_rerank:
-        reranked = rerank(sims)
+    if with_rerank:     # True: GaLR's re-ranking (scoring.rerank); a function: the system's own (MTFN's)
+        reranked = (with_rerank if callable(with_rerank) else rerank)(sims)
         out["rerank"] = rerank_metrics(sims, cap_img, cfg.ties, reranked=reranked)
         if contributions:
             a, b = (per_image_contributions(m, cap_img, cfg.ties) for m in reranked)
