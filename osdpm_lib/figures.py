@@ -325,6 +325,6 @@ def forest_plot(comparisons: pd.DataFrame, margin: float, label: str = "Rsum", a
     ax.axvline(0, color="gray", ls="--", lw=1)
     ax.set_yticks(y, [f"{c}\n({v})" for c, v in zip(comparisons["comparison"], comparisons["verdict"])])
     ax.set_xlabel(f"test {label} difference (mean over seeds and folds)")
-    ax.legend(loc="lower right", fontsize=7, frameon=False)
+    ax.legend(loc="upper left", fontsize=7, frameon=True, framealpha=0.9)
     ax.figure.tight_layout()
     return ax
