@@ -12,7 +12,6 @@ from osdpm_lib import synth
 from osdpm_lib.baselines import OPEN, SYSTEMS, score_matrix
 from osdpm_lib.baselines import profiles as bprofiles
 from osdpm_lib.baselines.camp import camp_bce, camp_gate
-from osdpm_lib.baselines.encoders import PAD
 from osdpm_lib.baselines.mtfn import MTFN, rank_r_fusion, rerank, rerank_i2t
 
 NEW = ("CAMP-triplet", "CAMP-bce", "MTFN")
@@ -23,17 +22,12 @@ def _sig(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
+from test_baselines import _tokens  # noqa: E402  (the same padded token batches)
+
+
 def _features(n: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, 8, 8, 8, generator=g), torch.randn(n, 16, 4, 4, generator=g)
-
-
-def _tokens(n: int, seed: int = 0, width: int = 7):
-    g = torch.Generator().manual_seed(seed)
-    tok = torch.randint(2, 30, (n, width), generator=g)
-    lengths = torch.randint(1, width + 1, (n,), generator=g)
-    tok[torch.arange(width)[None] >= lengths[:, None]] = PAD
-    return tok
 
 
 def test_camp_gate_on_a_hand_computed_case():
