@@ -116,14 +116,18 @@ def _expected_rank(g: np.ndarray, t: np.ndarray, m: np.ndarray, ties: str) -> tu
     return g + 1.0 + t / (m + 1.0), rr
 
 
-def ranks(sims, caption_image, ties: str = "expected") -> dict[str, np.ndarray]:
+def ranks(sims, caption_image, ties: str = "expected", with_hits: bool = False) -> dict[str, np.ndarray]:
     """Per query, the rank of the first relevant item and its reciprocal rank (float64; expected values under
     ``ties="expected"``): ``i2t_rank``, ``i2t_rr`` [n_images] (an image's best own caption among all captions),
-    ``t2i_rank``, ``t2i_rr`` [n_captions] (a caption's image among all images)."""
+    ``t2i_rank``, ``t2i_rr`` [n_captions] (a caption's image among all images).  ``with_hits``: also
+    :func:`hits`' arrays (``i2t_hits``, ``t2i_hits``) from the same counting pass."""
     _check_ties(ties)
     i2t, t2i = _query_counts(sims, caption_image)
     (r1, rr1), (r2, rr2) = _expected_rank(*i2t, ties), _expected_rank(*t2i, ties)
-    return {"i2t_rank": r1, "i2t_rr": rr1, "t2i_rank": r2, "t2i_rr": rr2}
+    out = {"i2t_rank": r1, "i2t_rr": rr1, "t2i_rank": r2, "t2i_rr": rr2}
+    if with_hits:
+        out |= {"i2t_hits": _hit_prob(*i2t, ties), "t2i_hits": _hit_prob(*t2i, ties)}
+    return out
 
 
 def retrieval_metrics(sims, caption_image, ties: str = "expected") -> dict[str, float]:

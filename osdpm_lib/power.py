@@ -32,7 +32,7 @@ from scipy.stats import norm
 from scipy.stats import t as student_t
 
 from .metrics import ranks
-from .stats import per_image_contributions, rsum
+from .stats import contributions_from_hits, rsum
 
 Z95, Z80 = float(norm.ppf(0.975)), float(norm.ppf(0.8))
 VERDICTS = ("better", "worse", "equivalent", "inconclusive")
@@ -56,9 +56,10 @@ class RunFold:
 
 
 def scored(sims, caption_image, ties: str = "expected") -> RunFold:
-    r = ranks(sims, caption_image, ties)
-    return RunFold(per_image_contributions(sims, caption_image, ties), r["i2t_rank"], r["i2t_rr"], r["t2i_rank"],
-                   r["t2i_rr"], np.asarray(caption_image, dtype=np.int64))
+    """One run-fold from its similarities: hits and ranks from one counting pass (:func:`metrics.ranks`)."""
+    r = ranks(sims, caption_image, ties, with_hits=True)
+    return RunFold(contributions_from_hits(r["i2t_hits"], r["t2i_hits"], caption_image), r["i2t_rank"], r["i2t_rr"],
+                   r["t2i_rank"], r["t2i_rr"], np.asarray(caption_image, dtype=np.int64))
 
 
 def _weighted_median(values: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -157,8 +158,8 @@ def nested_bootstrap(a: dict, b: dict, metrics=("rsum",), n_boot: int = 2000, se
         weights.append(rng.multinomial(n, p, size=n_boot).astype(np.float64))
     pick = rng.integers(0, len(seeds), size=(n_boot, len(seeds)))
     out = {}
+    base = [None if base_weights is None else np.asarray(base_weights[f], float)[None, :] for f in range(n_folds)]
     for m in metrics:
-        base = [None if base_weights is None else np.asarray(base_weights[f], float)[None, :] for f in range(n_folds)]
         obs = np.mean([[_m(a[s][f], m, base[f]) - _m(b[s][f], m, base[f]) for f in range(n_folds)] for s in seeds])
         def reps_of(rf, f):
             if cache is None or base_weights is not None:

@@ -25,7 +25,11 @@ COLUMNS = tuple(f"i2t_r{k}" for k in KS) + tuple(f"t2i_r{k}_sum" for k in KS) + 
 def per_image_contributions(sims, caption_image, ties: str = "expected") -> np.ndarray:
     """float64 [n_images, 7], columns :data:`COLUMNS`: i2t hits at 1/5/10, the sum over the image's
     captions of their t2i hits at 1/5/10, and the image's caption count."""
-    i2t, t2i = hits(sims, caption_image, ties)  # validates caption_image
+    return contributions_from_hits(*hits(sims, caption_image, ties), caption_image)  # hits validates caption_image
+
+
+def contributions_from_hits(i2t: np.ndarray, t2i: np.ndarray, caption_image) -> np.ndarray:
+    """:func:`per_image_contributions` from :func:`osdpm_lib.metrics.hits`' arrays (already computed)."""
     cap_img = np.asarray(caption_image, dtype=np.int64)
     n = len(i2t)
     t2i_sum = np.stack([np.bincount(cap_img, t2i[:, c], minlength=n) for c in range(len(KS))], axis=1)

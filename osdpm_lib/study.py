@@ -418,7 +418,7 @@ def calibrate_plant(encs: list, gain: float, ties: str = "expected", hi: float =
 
 def sensitivity_check(runs: pd.DataFrame, fold_names, margin: float, effect_rel: float = MARGIN_REL,
                       n_reps: int = 200, n_boot: int = 500, seed: int = 0, ties: str = "expected",
-                      calibrate_on: int = 3) -> dict:
+                      calibrate_on: int = 3, base: dict | None = None) -> dict:
     """A positive and a negative control of the instrument, from the measured ``clip`` runs.
 
     ``planted`` clip: every run's similarities with ``alpha`` added to the true pairs, ``alpha`` calibrated on the
@@ -426,7 +426,8 @@ def sensitivity_check(runs: pd.DataFrame, fold_names, margin: float, effect_rel:
     repetitions builds a study of the same size: per seed slot, arm A draws a run of the pool and arm B another run
     (a different seed), and every fold's images are resampled; the design's own analysis (:func:`nested_bootstrap`,
     :func:`verdict`) then gives a verdict.  Null: both arms from the clip runs (no true difference); planted: arm A
-    from the planted runs.  Returns the rates of ``better`` (planted) and of ``better`` or ``worse`` (null)."""
+    from the planted runs.  Returns the rates of ``better`` (planted) and of ``better`` or ``worse`` (null).
+    ``base``: the clip runs' run-folds when :func:`load_systems` has scored them already (``{seed: [per fold]}``)."""
     from .evaluate import Encoded
     from .power import metric, nested_bootstrap, scored, verdict
 
@@ -434,7 +435,10 @@ def sensitivity_check(runs: pd.DataFrame, fold_names, margin: float, effect_rel:
     encs = {int(r.seed): [Encoded.load(resolve(r.run_dir) / "folds" / f"{n}.npz") for n in fold_names]
             for r in clip.itertuples()}
     labels = sorted(encs)
-    base = {s: [scored(e.sims(), e.caption_image, ties) for e in encs[s]] for s in labels}
+    if base is None:
+        base = {s: [scored(e.sims(), e.caption_image, ties) for e in encs[s]] for s in labels}
+    elif sorted(base) != labels:
+        raise ValueError(f"base holds seeds {sorted(base)}, the runs table's clip runs are seeds {labels}")
     clip_rsum = float(np.mean([[metric(rf, "rsum") for rf in base[s]] for s in labels]))
     gain = effect_rel * clip_rsum
     alpha = calibrate_plant([e for s in labels[:calibrate_on] for e in encs[s][:2]], gain, ties)

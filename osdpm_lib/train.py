@@ -440,7 +440,7 @@ def train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None = None, reu
     return result
 
 
-FULL_DIR = "full"
+FULL_DIR = "full"    # the final retrain on train+val, inside the selected run's folder
 DONE_FILE = "test_metrics.json"       # a finished run that scored its test split
 SELECTION_FILE = "selection.json"     # a finished run with score_test=False: its validation selection only
 
@@ -450,7 +450,7 @@ def stop_early(cfg: TrainConfig, epoch: int, best_epoch: int) -> bool:
     best one (``best_epoch``, the first of tied bests) were all trained without beating it, and at least
     ``cfg.min_epochs`` epochs were trained.  Checked before each epoch from the stored best, so an interrupted and
     resumed run stops where an uninterrupted one does."""
-    return cfg.patience > 0 and epoch - 1 >= cfg.min_epochs and epoch - 1 - best_epoch >= cfg.patience    # the final retrain on train+val, inside the selected run's folder
+    return cfg.patience > 0 and epoch - 1 >= cfg.min_epochs and epoch - 1 - best_epoch >= cfg.patience
 
 
 def retrain_full(cfg: TrainConfig, data_dir, run_dir, epochs: int, reuse: bool = True) -> dict:
@@ -477,12 +477,11 @@ def _train(cfg: TrainConfig, data_dir, run_dir, bundle: Bundle | None, reuse: bo
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if bundle is None:
+        folds.refuse_study_fold(data_dir, cfg.purpose)     # only the study's final runs may see its test folds
         ann = run_annotations(cfg, data_dir, full)
         key = data_key([ann.split(s) for s in ("train", "val", "test")], Path(data_dir) / "images")
     else:
         key = data_key([bundle.train.records, bundle.val.records, bundle.test.records])
-    if bundle is None:
-        folds.refuse_study_fold(data_dir, cfg.purpose)     # only the study's final runs may see its test folds
     identity = {"config_key": cfg.key(), "data_key": key}
     done = run_dir / (DONE_FILE if cfg.score_test else SELECTION_FILE)
     if rank == 0:

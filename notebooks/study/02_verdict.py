@@ -121,7 +121,8 @@ var.round(3)
 # (per seed slot two different runs, every fold's images resampled) analysed exactly as above.
 
 # %%
-sens = study.sensitivity_check(final, fold_names, plan["margin_abs"], n_reps=n_reps, n_boot=n_boot_reps)
+sens = study.sensitivity_check(final, fold_names, plan["margin_abs"], n_reps=n_reps, n_boot=n_boot_reps,
+                               base=systems["clip"])
 sens_table = pd.DataFrame([{k: v for k, v in sens.items() if k != "counts"}])
 tables.write(sens_table, out_dir, "study_sensitivity")
 (tables_dir / "study_sensitivity_counts.json").write_text(json.dumps(sens["counts"], indent=2) + "\n")
