@@ -59,7 +59,8 @@ book-ci: setup
 
 # The study behind Table 3's verdict (README "The study"; osdpm_lib/study.py): equal tuning on validation, a pilot,
 # the plan (notebooks/study/01_plan.py fixes the equivalence margin), the final runs scored once on the untouched
-# test folds, the verdict (02_verdict.py) -> results/study.  About 2 h on 2 cores; finished runs are reused.
+# test folds, the verdict (02_verdict.py) -> results/study.  About 3 h on 2 cores from scratch; finished runs are
+# reused (or carried over: study.carry_over).
 study: setup
 	TQDM_DISABLE=1 $(PY) -m osdpm_lib.study --stage tune
 	TQDM_DISABLE=1 $(PY) -m osdpm_lib.study --stage pilot

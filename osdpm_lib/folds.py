@@ -21,6 +21,9 @@ from pathlib import Path
 REGISTRY = Path(__file__).with_name("study_folds.json")
 FOLD_SEEDS = tuple(range(9101, 9121))     # up to 20 folds; never used by the benchmark (0), pretraining or tuning
 PILOT_SEED = 9000                          # the design's pilot fold (not a study fold)
+# Folds a finished draw scored: their verdict was read, so a later draw never reuses them as untouched folds.
+SPENT = {f"fold{k:02d}": "the first draw (2026-12-04: 7 seeds, min_epochs 6; results/study/draw1)" for k in range(10)}
+FIRST_FRESH = len(SPENT)                   # the second draw's folds: fold10, fold11, ...
 N_TEST = 1000
 N_SPARE = 20                               # the generator needs a non-empty train split: 20 images nobody reads
 IMAGE_SIZE = 64
@@ -44,12 +47,14 @@ def generate_fold(out_dir, seed: int, n_test: int = N_TEST, image_size: int = IM
     return Path(out_dir)
 
 
-def generate_folds(root, n_folds: int, n_test: int = N_TEST, image_size: int = IMAGE_SIZE) -> list[Path]:
-    """The first ``n_folds`` study folds under ``root`` (``root/fold00`` ...), each checked against the registry."""
-    if not 1 <= n_folds <= len(FOLD_SEEDS):
-        raise ValueError(f"n_folds={n_folds}; between 1 and {len(FOLD_SEEDS)} folds have seeds")
+def generate_folds(root, n_folds: int, n_test: int = N_TEST, image_size: int = IMAGE_SIZE, first: int = 0
+                   ) -> list[Path]:
+    """``n_folds`` study folds from number ``first`` on under ``root`` (``root/fold10`` ...), each checked against
+    the registry (a fold not yet registered is registered)."""
+    if not (0 <= first and 1 <= n_folds <= len(FOLD_SEEDS) - first):
+        raise ValueError(f"n_folds={n_folds} from fold {first}: only {len(FOLD_SEEDS)} folds have seeds")
     out = []
-    for k in range(n_folds):
+    for k in range(first, first + n_folds):
         d = generate_fold(Path(root) / fold_name(k), FOLD_SEEDS[k], n_test, image_size)
         verify(d, fold_name(k))
         out.append(d)

@@ -45,12 +45,16 @@ MODULE_LR_GRID = (3e-4, 1e-3, 3e-3)
 MODULE_LR_DURING_LR_SEARCH = 1e-3
 MAX_EXTENSIONS = 2
 TUNE_SEEDS = (200, 201, 202)                  # never the book's (0-4) nor the earlier tuning's (100-102)
-PILOT_SEEDS = TUNE_SEEDS                      # the pilot: the chosen settings' tuning runs (3 seeds each)
-FINAL_SEED0 = 1000                            # the final runs: seeds 1000, 1001, ...
+DRAW1_SEEDS = tuple(range(1000, 1007))        # the first draw's final seeds (2026-12-04), now pilot runs
+PILOT_SEEDS = TUNE_SEEDS + DRAW1_SEEDS        # the pilot: the chosen settings' tuning runs and 7 more seeds
+FINAL_SEED0 = 2000                            # the final runs: seeds 2000, 2001, ... (the second draw)
 MAX_EPOCHS = 12
 PATIENCE = 3
-MIN_EPOCHS = 6         # no stop before: with patience alone, runs whose validation dipped after the warm-up stopped at
-                       # epoch 4-6 some 6 Rsum below the others (the first tuning attempt)
+MIN_EPOCHS = 9         # no stop before 9 of the 12 epochs: the cosine schedule spends its low-lr quarter last, and a
+                       # run stopped before it never anneals.  The first draw (min_epochs 6) stopped 3 of 7 clip runs
+                       # at epochs 6-8 on validation noise (+-4 Rsum between epochs), selecting epochs 3-5: clip's SD
+                       # over seeds was 3.4 Rsum against osdpm's 0.7, and the seeds needed for power ran past the
+                       # budget.  (The first tuning attempt, patience alone, stopped runs at epochs 4-6.)
 # The study's training data: the benchmark's generator and sizes for train (1,200 images, as the book's), with a
 # validation split of 1,000 images (the book's 300 made early stopping stop on noise: +-7 Rsum between epochs) and
 # no test split; its own seed.
@@ -100,19 +104,67 @@ def setting_name(variant: str, lr: float, module_lr: float | None) -> str:
     return name + (f"_mlr{module_lr:g}" if module_lr is not None and variant in WITH_MODULES else "")
 
 
+def carry_over(cfg, run_dir, source=None) -> str:
+    """Bring a finished run made under an earlier stopping rule or purpose into ``run_dir`` for ``cfg``, when it is
+    provably the run ``cfg`` would make; returns ``"none"`` (nothing stored), ``"same"`` (already ``cfg``'s run),
+    ``"carried"`` or ``"retrain"`` (a stored run that ``cfg`` would not reproduce: ``cfg``'s training must replace
+    it).
+
+    Only ``min_epochs`` and ``purpose`` may differ (``source``: default ``run_dir``; another folder is moved into
+    ``run_dir``).  ``purpose`` changes who may read test folds, not training.  A larger ``min_epochs`` (same
+    ``patience``) changes nothing for a run that trained at least ``cfg.min_epochs`` epochs or ran to its maximum:
+    every stop check it passed is also passed under the stricter rule, and the check that stopped it also stops the
+    new one.  The run's ``config.json`` and ``selection.json`` then get ``cfg``'s key, and ``config.json`` records
+    what it was (``carried_over``)."""
+    run_dir = Path(run_dir)
+    source = Path(source) if source is not None else run_dir
+    cfg_file, sel_file = source / "config.json", source / "selection.json"
+    if not cfg_file.is_file():
+        return "none"
+    stored = json.loads(cfg_file.read_text())
+    if stored.get("config_key") == cfg.key():
+        if source != run_dir:
+            raise FileExistsError(f"{source}: already {cfg.variant} seed {cfg.seed}'s run; {run_dir} was asked for")
+        return "same"
+    if not sel_file.is_file():
+        return "retrain"        # unfinished: the new rule trains it again
+    sel = json.loads(sel_file.read_text())
+    old_min, old_purpose = stored.get("min_epochs", 0), stored.get("purpose", "book")
+    same_but_rule = dataclasses.replace(cfg, min_epochs=old_min, purpose=old_purpose).key() == stored["config_key"]
+    reproduced = (old_min <= cfg.min_epochs and
+                  (sel["epochs_run"] >= cfg.min_epochs or sel["epochs_run"] >= sel["max_epochs"]))
+    if not (same_but_rule and reproduced):
+        return "retrain"
+    if source != run_dir:
+        if run_dir.exists():
+            raise FileExistsError(f"{run_dir}: exists; {source} cannot be carried into it")
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        source.rename(run_dir)
+    key = cfg.key()
+    stored |= {"min_epochs": cfg.min_epochs, "purpose": cfg.purpose, "config_key": key,
+               "carried_over": {"config_key": stored["config_key"], "min_epochs": old_min, "purpose": old_purpose,
+                                "from": relative(source), "epochs_run": sel["epochs_run"]}}
+    (run_dir / "config.json").write_text(json.dumps(stored, indent=2))
+    (run_dir / "selection.json").write_text(json.dumps(sel | {"config_key": key}, indent=2))
+    return "carried"
+
+
 def _train_job(job) -> dict:
     from .train import train
 
-    cfg, data_dir, run_dir, *targets = job
-    result = train(cfg, data_dir, run_dir)
-    if targets and targets[0]:
-        score_all(run_dir, targets[0])
-    return result
+    cfg, data_dir, run_dir, *rest = job
+    targets, source = (rest + [None, None])[:2]
+    state = carry_over(cfg, run_dir, source if source is not None and Path(source).exists() else None)
+    result = train(cfg, data_dir, run_dir, overwrite=state == "retrain")
+    if targets:
+        score_all(run_dir, targets)
+    return result | {"carried_over": state == "carried"}
 
 
 def run_jobs(jobs: list, workers: int = WORKERS) -> list[dict]:
-    """Train ``(cfg, data_dir, run_dir[, [(fold_dir, name), ...]])`` jobs, ``workers`` at a time (finished runs are
-    reused), each then scored on the folds listed (:func:`score`)."""
+    """Train ``(cfg, data_dir, run_dir[, [(fold_dir, name), ...][, source]])`` jobs, ``workers`` at a time (finished
+    runs are reused, or carried over: :func:`carry_over`; a stored run it cannot carry is moved aside and trained
+    again), each then scored on the folds listed (:func:`score`)."""
     if workers <= 1 or len(jobs) <= 1:
         return [_train_job(j) for j in jobs]
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as ex:
@@ -130,7 +182,8 @@ def _grid_rows(variant: str, settings: list[tuple[float, float | None]], lay: La
             meta.append({"variant": variant, "lr": lr, "module_lr": mlr, "seed": seed})
     res = run_jobs(jobs, workers)
     return pd.DataFrame([m | {"best_val_rsum": r["best_val_rsum"], "best_epoch": r["best_epoch"],
-                              "epochs_run": r["epochs_run"], "train_s": r["train_s"]} for m, r in zip(meta, res)])
+                              "epochs_run": r["epochs_run"], "train_s": r["train_s"],
+                              "carried_over": r["carried_over"]} for m, r in zip(meta, res)])
 
 
 def choose_on_grid(rows: pd.DataFrame, axis: str) -> tuple[float, str]:
@@ -242,7 +295,9 @@ def score_all(run_dir, targets, split: str = "test") -> list:
 
 # ------------------------------------------------------------------------------------------------ 2. pilot
 def pilot_runs(lay: Layout, choices: dict, workers: int = WORKERS) -> pd.DataFrame:
-    """The chosen settings with :data:`PILOT_SEEDS` (the tuning runs of the chosen settings are reused)."""
+    """The chosen settings with :data:`PILOT_SEEDS`: the tuning runs of the chosen settings, and the first draw's
+    final runs (:data:`DRAW1_SEEDS`, carried over from ``runs/study/final`` when they are there:
+    :func:`carry_over`) or new ones."""
     jobs, meta = [], []
     for variant in VARIANTS:
         over = chosen_overrides(choices, variant)
@@ -250,19 +305,28 @@ def pilot_runs(lay: Layout, choices: dict, workers: int = WORKERS) -> pd.DataFra
         for seed in PILOT_SEEDS:
             purpose = "tuning" if seed in TUNE_SEEDS else "design"
             folder = "tuning" if seed in TUNE_SEEDS else "pilot"
+            source = lay.runs / "final" / profiles.run_name(variant, seed) if seed in DRAW1_SEEDS else None
             jobs.append((config(variant, seed, purpose, **over), lay.data, lay.runs / folder / f"{name}_s{seed}",
-                         [(lay.pilot, "pilot")]))
+                         [(lay.pilot, "pilot")], source))
             meta.append({"variant": variant, "seed": seed, "run_dir": relative(jobs[-1][2])})
     folds.generate_fold(lay.pilot, folds.PILOT_SEED)
     res = run_jobs(jobs, workers)
     return pd.DataFrame([m | {"best_val_rsum": r["best_val_rsum"], "best_epoch": r["best_epoch"],
-                              "epochs_run": r["epochs_run"]} for m, r in zip(meta, res)])
+                              "epochs_run": r["epochs_run"], "carried_over": r["carried_over"]}
+                         for m, r in zip(meta, res)])
 
 
 # ------------------------------------------------------------------------------------------------ 3. final
+def final_fold_names(n_folds: int) -> list[str]:
+    """The folds the final runs score: ``n_folds`` fresh ones (``folds.FIRST_FRESH`` on; the first draw spent the
+    others)."""
+    return [folds.fold_name(k) for k in range(folds.FIRST_FRESH, folds.FIRST_FRESH + n_folds)]
+
+
 def final_runs(lay: Layout, choices: dict, n_seeds: int, n_folds: int, workers: int = WORKERS) -> pd.DataFrame:
-    """The study's runs: every variant x ``n_seeds`` seeds, then each scored once on ``n_folds`` folds."""
-    fold_dirs = folds.generate_folds(lay.folds, n_folds)
+    """The study's runs: every variant x ``n_seeds`` seeds, then each scored once on ``n_folds`` folds (the fresh
+    ones: ``folds.FIRST_FRESH`` on)."""
+    fold_dirs = folds.generate_folds(lay.folds, n_folds, first=folds.FIRST_FRESH)
     jobs, meta = [], []
     for seed in range(FINAL_SEED0, FINAL_SEED0 + n_seeds):
         for variant in VARIANTS:
@@ -277,9 +341,9 @@ def final_runs(lay: Layout, choices: dict, n_seeds: int, n_folds: int, workers: 
 
 
 # ------------------------------------------------------------------------------------------------ analysis
-MAX_SEEDS = 20         # the most seeds the 2-hour budget on 2 cores affords (3 runs of about 80 s per seed)
-SAFETY = 1.25          # the plan inflates the pilot's variance estimate (3 seeds) by this factor
-FOLD_OPTIONS = (5, 10, 15, 20)
+MAX_SEEDS = 30         # the most seeds the plan considers (the budget decides what it affords)
+SAFETY = 1.25          # the plan inflates the pilot's variance estimate (10 seeds, one fold) by this factor
+FOLD_OPTIONS = (5, 10)  # the fresh folds: 10 of the 20 seeded ones (the first draw spent the other 10)
 
 
 def load_systems(runs: pd.DataFrame, fold_names, ties: str = "expected") -> dict:
@@ -305,21 +369,32 @@ def mean_metric(system: dict, name: str = "rsum") -> float:
     return float(np.mean([[metric(rf, name) for rf in rfs] for rfs in system.values()]))
 
 
-STUDY_BUDGET_S = 7200     # the whole study: 2 hours on 2 cores
+STUDY_BUDGET_S = 10800    # the whole study: 3 hours on 2 cores (2 hours could not reach the power: the first draw)
 ANALYSIS_S = 900          # the two notebooks (scoring tables, bootstrap, sensitivity check)
 FOLD_GEN_S = 30           # generating one fold of 1,000 images beside two training workers (measured: 29 s)
 
 
+WALL_PER_TRAIN = 1.34    # wall seconds per second of a run's own training time, workers side by side: the first
+                         # draw's tuning took 3,973 s for 42 runs whose training took 5,913 s over 2 workers
+SCORE_S = 5.0            # one run scored on one fold of 1,000 images (the first draw's final: 2,066 s wall for 21
+                         # runs, 1,041 s of it training over 2 workers, and 210 scorings)
+
+
 def costs(tables_dir, budget_s: float = STUDY_BUDGET_S) -> dict:
-    """Measured costs (seconds of the 2-core machine, workers side by side): a training run (the tuning's mean), a
-    fold scoring (the pilot's mean), and what the study budget leaves for the final runs."""
+    """What the study costs from scratch (seconds of the 2-core machine, workers side by side), from the tuning
+    runs' own training times (carried-over runs included, so a resumed study prices as a fresh one): a training
+    run, a fold scoring, the tuning and the pilot, and what the study budget leaves for the final runs."""
     tables_dir = Path(tables_dir)
-    tune_s = json.loads((tables_dir / "tuning_choices.json").read_text())["seconds"]
-    n_tune = len(pd.read_csv(tables_dir / "tuning_runs.csv"))
-    pilot_s = float((tables_dir / "pilot_seconds.txt").read_text())
-    n_pilot = len(pd.read_csv(tables_dir / "pilot_runs.csv"))
-    return {"run_s": tune_s / n_tune, "score_s": max(pilot_s / n_pilot, 1.0), "tuning_s": tune_s, "pilot_s": pilot_s,
-            "study_budget_s": budget_s, "final_budget_s": budget_s - tune_s - pilot_s - ANALYSIS_S}
+    tuning = pd.read_csv(tables_dir / "tuning_runs.csv")
+    tuning = tuning.assign(module_lr=tuning["module_lr"].fillna(-1)).drop_duplicates(
+        ["variant", "lr", "module_lr", "seed"])
+    run_s = float(tuning["train_s"].mean()) / WORKERS * WALL_PER_TRAIN
+    pilot = pd.read_csv(tables_dir / "pilot_runs.csv")
+    new_pilot = int((~pilot["seed"].isin(TUNE_SEEDS)).sum())
+    tune_s, pilot_s = len(tuning) * run_s, new_pilot * run_s + len(pilot) * SCORE_S
+    return {"run_s": run_s, "score_s": SCORE_S, "tuning_s": tune_s, "pilot_s": pilot_s, "n_tuning_runs": len(tuning),
+            "n_pilot_runs_trained": new_pilot, "study_budget_s": budget_s,
+            "final_budget_s": budget_s - tune_s - pilot_s - ANALYSIS_S}
 
 
 def make_plan(pilot: dict, margin_rel: float = MARGIN_REL, max_seeds: int = MAX_SEEDS, safety: float = SAFETY,
@@ -418,11 +493,12 @@ def calibrate_plant(encs: list, gain: float, ties: str = "expected", hi: float =
 
 def sensitivity_check(runs: pd.DataFrame, fold_names, margin: float, effect_rel: float = MARGIN_REL,
                       n_reps: int = 200, n_boot: int = 500, seed: int = 0, ties: str = "expected",
-                      calibrate_on: int = 3, base: dict | None = None) -> dict:
+                      base: dict | None = None) -> dict:
     """A positive and a negative control of the instrument, from the measured ``clip`` runs.
 
     ``planted`` clip: every run's similarities with ``alpha`` added to the true pairs, ``alpha`` calibrated on the
-    first ``calibrate_on`` seeds so that the mean Rsum gain is ``effect_rel`` x clip's Rsum.  Each of ``n_reps``
+    first fold of every seed so that the mean Rsum gain is ``effect_rel`` x clip's Rsum (the first draw calibrated
+    on 3 seeds x 2 folds and planted 3.2% for 3.7%).  Each of ``n_reps``
     repetitions builds a study of the same size: per seed slot, arm A draws a run of the pool and arm B another run
     (a different seed), and every fold's images are resampled; the design's own analysis (:func:`nested_bootstrap`,
     :func:`verdict`) then gives a verdict.  Null: both arms from the clip runs (no true difference); planted: arm A
@@ -441,7 +517,7 @@ def sensitivity_check(runs: pd.DataFrame, fold_names, margin: float, effect_rel:
         raise ValueError(f"base holds seeds {sorted(base)}, the runs table's clip runs are seeds {labels}")
     clip_rsum = float(np.mean([[metric(rf, "rsum") for rf in base[s]] for s in labels]))
     gain = effect_rel * clip_rsum
-    alpha = calibrate_plant([e for s in labels[:calibrate_on] for e in encs[s][:2]], gain, ties)
+    alpha = calibrate_plant([encs[s][0] for s in labels], gain, ties)
     plant = {s: [scored(planted(e, alpha), e.caption_image, ties) for e in encs[s]] for s in labels}
     achieved = float(np.mean([[metric(p, "rsum") - metric(b, "rsum") for p, b in zip(plant[s], base[s])]
                               for s in labels]))

@@ -159,3 +159,52 @@ def test_book_tuning_grid_follows_validation_not_test():
                           "ci_high": [0.2, 2.0], "test_diff": [5.0, -5.0]})
     picks = tuning.choose(comps, "before", {"osfcm_target": ["target-high"], "osfcm_warmup_frac": ["warmup-30"]})
     assert picks == {"osfcm_target": "target-high", "osfcm_warmup_frac": "warmup-30"}   # validation's, not test's
+
+
+def _stored_run(run_dir, cfg, epochs_run, max_epochs=12):
+    """A finished run's config.json and selection.json as train writes them (no weights needed here)."""
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"min_epochs": cfg.min_epochs, "purpose": cfg.purpose,
+                                                     "config_key": cfg.key(), "data_key": "d"}))
+    (run_dir / "selection.json").write_text(json.dumps({"config_key": cfg.key(), "data_key": "d", "best_epoch": 3,
+                                                        "epochs_run": epochs_run, "max_epochs": max_epochs}))
+
+
+def test_carry_over_only_runs_the_new_stopping_rule_reproduces(tmp_path):
+    old = study.config("clip", 1000, "study", min_epochs=6)
+    new = study.config("clip", 1000, "design", min_epochs=9)
+    assert old.key() != new.key()
+    cases = {"stopped_at_7": (7, 12, "retrain"), "stopped_at_9": (9, 12, "carried"), "ran_to_cap": (12, 12, "carried"),
+             "short_cap": (8, 8, "carried")}
+    for name, (ran, cap, want) in cases.items():
+        src = tmp_path / "draw1" / name
+        _stored_run(src, old, ran, cap)
+        dst = tmp_path / "pilot" / name
+        assert study.carry_over(new, dst, src) == want, name
+        if want == "carried":     # moved, re-keyed, and the old identity recorded
+            assert not src.exists()
+            stored = json.loads((dst / "config.json").read_text())
+            assert stored["config_key"] == new.key() and stored["purpose"] == "design" and stored["min_epochs"] == 9
+            assert stored["carried_over"]["config_key"] == old.key() and stored["carried_over"]["min_epochs"] == 6
+            assert json.loads((dst / "selection.json").read_text())["config_key"] == new.key()
+            assert study.carry_over(new, dst) == "same"
+        else:
+            assert src.exists() and not dst.exists()
+    other = study.config("clip", 1000, "study", min_epochs=6, lr=3e-3)    # another lr: never carried
+    _stored_run(tmp_path / "lr" / "run", other, 12)
+    assert study.carry_over(new, tmp_path / "lr" / "run") == "retrain"
+    looser = study.config("clip", 1000, "design", min_epochs=12)          # a smaller min_epochs stored: only if
+    assert study.carry_over(looser, tmp_path / "lr2") == "none"            # nothing is there
+
+
+def test_the_second_draw_never_uses_a_spent_fold(tmp_path, monkeypatch):
+    assert folds.FIRST_FRESH == 10 and set(folds.SPENT) == {f"fold{k:02d}" for k in range(10)}
+    made = []
+    monkeypatch.setattr(folds, "generate_fold", lambda d, seed, *a: made.append((d.name, seed)) or d)
+    monkeypatch.setattr(folds, "verify", lambda d, name: {})
+    folds.generate_folds(tmp_path, 5, first=folds.FIRST_FRESH)
+    assert made == [(f"fold{k}", 9101 + k) for k in range(10, 15)]
+    assert not set(n for n, _ in made) & set(folds.SPENT)
+    with pytest.raises(ValueError, match="only 20 folds have seeds"):
+        folds.generate_folds(tmp_path, 11, first=folds.FIRST_FRESH)
+    assert study.FINAL_SEED0 > max(study.DRAW1_SEEDS) and study.MAX_EPOCHS - study.MIN_EPOCHS == 3

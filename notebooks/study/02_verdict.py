@@ -15,7 +15,9 @@
 # the settings chosen on validation (notebook 01) and the planned number of seeds, each selected on validation
 # with early stopping and scored **once** on every planned test fold (1,000 images each, generated from seeds no
 # other part of the project uses; their hashes are in `osdpm_lib/study_folds.json`, and a tuning, design or book
-# run that reads one raises an error).
+# run that reads one raises an error). This is the **second draw**: fresh seeds (2000 on) and fresh folds (fold10
+# on); the first draw's verdict (7 seeds, folds 00–09, inconclusive) is kept in `results/study/draw1/`, and
+# notebook 01 says what changed and why.
 #
 # Every comparison is paired by seed label; the bootstrap resamples seed labels and, per fold, test images with
 # their captions; its SD (× √(S/(S−1)) for S seeds) is the standard error and the intervals are difference ± t(S−1)
@@ -44,14 +46,14 @@ plan = json.loads((tables_dir / "plan.json").read_text())
 if abs(plan["margin_rel"] - margin_rel) > 1e-12:
     raise ValueError(f"margin_rel={margin_rel} differs from the plan's {plan['margin_rel']} (fixed before the runs)")
 final = pd.read_csv(tables_dir / "final_runs.csv")
-fold_names = [folds.fold_name(k) for k in range(plan["n_folds"])]
+fold_names = study.final_fold_names(plan["n_folds"])
 print(f"plan: {plan['n_seeds']} seeds × {plan['n_folds']} folds; runs: {len(final)}; "
       f"Rsum margin fixed before the runs: ±{plan['margin_abs']:.2f}")
 
 # %% [markdown]
 # ## Training to a plateau
 #
-# Each run stops after 3 epochs without a better validation Rsum (never before epoch 6, at most 12); the selected
+# Each run stops after 3 epochs without a better validation Rsum (never before epoch 9, at most 12); the selected
 # epoch is the best one.
 
 # %%
@@ -117,7 +119,7 @@ var.round(3)
 # ## Sensitivity check: can the instrument see the paper's effect?
 #
 # From the measured `clip` runs: a copy whose similarities get a calibrated boost on the true pairs (+3.7% Rsum on
-# average) against clip, and clip against clip (no true difference). Each repetition is a study of the same size
+# average, calibrated on one fold of every seed) against clip, and clip against clip (no true difference). Each repetition is a study of the same size
 # (per seed slot two different runs, every fold's images resampled) analysed exactly as above.
 
 # %%
