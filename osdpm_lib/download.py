@@ -119,7 +119,12 @@ class DatasetSpec:
     published: str | None = None  # published captions (AMFMN text files), relative to the project root
 
 
-_GDRIVE = "https://drive.google.com/uc?export=download&id="
+def _drive(file_id: str, filename: str, note: str) -> Source:
+    """A Google Drive file; by hand: its page in a browser."""
+    return Source(f"https://drive.google.com/uc?export=download&id={file_id}", filename,
+                  browser=f"open https://drive.google.com/file/d/{file_id}/view ({filename}: {note})")
+
+
 _LICENCE = ("no licence stated by the authors; research use, cite the paper; do not "
             "redistribute")
 # No commit of arampacha/rsicd could be looked up where this was written (no Hub access, none quoted in the
@@ -139,12 +144,8 @@ REGISTRY: dict[str, DatasetSpec] = {
                                   "arampacha/rsicd (train, valid, test) and rerun with --url DIR"),),
                   needs="huggingface_hub, pyarrow", size="526 MB (train 419, valid 52, test 55, as the Hub lists them); about 1 min at 10 MB/s, then the conversion"),
             Route("Google Drive, the authors' files",
-                  (Source(_GDRIVE + "0B1jt7lJDEXy3SmZEdDd0aWpXcWc", "RSICD_images.rar",
-                          browser="open https://drive.google.com/open?id=0B1jt7lJDEXy3SmZEdDd0aWpXcWc "
-                                  "(RSICD_images.rar, the images)"),
-                   Source(_GDRIVE + "1q8EcBWuCbvtTnMILE60WOhd9S0C4rsfT", "dataset_rsicd.json",
-                          browser="open https://drive.google.com/file/d/1q8EcBWuCbvtTnMILE60WOhd9S0C4rsfT"
-                                  " (dataset_rsicd.json)")),
+                  (_drive("0B1jt7lJDEXy3SmZEdDd0aWpXcWc", "RSICD_images.rar", "the images"),
+                   _drive("1q8EcBWuCbvtTnMILE60WOhd9S0C4rsfT", "dataset_rsicd.json", "the captions")),
                   needs="gdown; unrar, 7z or bsdtar for the rar", size="not measured here; Drive may refuse a busy file for a day"),
         ),
         citation="Lu, Wang, Zheng, Li, Exploring Models and Data for Remote Sensing Image "
@@ -161,11 +162,10 @@ REGISTRY: dict[str, DatasetSpec] = {
         annotation="dataset_RSITMD.json",
         routes=(
             Route("Google Drive, the authors' zip",
-                  (Source(_GDRIVE + "1NJY86TAAUd8BVs7hyteImv8I2_Lh95W6", "RSITMD.zip",
-                          browser="open https://drive.google.com/file/d/1NJY86TAAUd8BVs7hyteImv8I2_Lh95W6"
-                                  "/view (or Baidu https://pan.baidu.com/s/1gDj38mzUL-LmQX32PYxr0Q, "
-                                  "password NIST); it holds images/ and dataset_RSITMD.json; a zip, tar "
-                                  "or rar is recognised by its content, whatever its name"),),
+                  (_drive("1NJY86TAAUd8BVs7hyteImv8I2_Lh95W6", "RSITMD.zip",
+                          "or Baidu https://pan.baidu.com/s/1gDj38mzUL-LmQX32PYxr0Q, password NIST; it holds "
+                          "images/ and dataset_RSITMD.json; a zip, tar or rar is recognised by its content, "
+                          "whatever its name"),),
                   needs="gdown", size="not measured here"),
         ),
         citation="Yuan et al., Exploring a Fine-Grained Multiscale Method for Cross-Modal "
@@ -179,11 +179,9 @@ REGISTRY: dict[str, DatasetSpec] = {
         annotation="dataset_ucm.json",
         routes=(
             Route("Google Drive zip",
-                  (Source(_GDRIVE + "1WNAQgdgghz0cz4rV_KmTNyNGF_m8cNkt", "UCM_captions.zip",
-                          browser="open https://drive.google.com/file/d/1WNAQgdgghz0cz4rV_KmTNyNGF_m8cNkt"
-                                  " (UCM_captions.zip: dataset.json + images) or the MEGA folder "
-                                  "https://mega.nz/folder/wCpSzSoS#RXzIlrv--TDt3ENZdKN8JA (its zip holds "
-                                  "dataset.json and imgs.rar; unpacking the inner rar needs unrar/7z)"),),
+                  (_drive("1WNAQgdgghz0cz4rV_KmTNyNGF_m8cNkt", "UCM_captions.zip",
+                          "dataset.json + images; or the MEGA folder https://mega.nz/folder/wCpSzSoS#RXzIlrv--"
+                          "TDt3ENZdKN8JA, whose zip holds dataset.json and imgs.rar"),),
                   needs="gdown (unrar, 7z or bsdtar if the zip holds a rar)", size="not measured here"),
         ),
         citation="Qu, Li, Lu, Liu, Deep semantic understanding of high resolution remote "
