@@ -2,7 +2,8 @@
 
     python data_prep/download.py {rsicd,rsitmd,ucm,sydney,all} [--root data] [--url URL]
                                  [--sha256 HEX] [--timeout S] [--no-progress]
-    python data_prep/download.py --list      # sources, pinned checksums, manual steps
+    python data_prep/download.py overlap rsitmd rsicd [--root data]   # near-duplicate pairs -> CSV
+    python data_prep/download.py --list      # sources in order, revisions, checksums, manual steps
 
 Writes <root>/<name>/dataset_<name>.json + <root>/<name>/images/ (+ downloads/ and SHA256SUMS);
 exits 2 with a message naming the URL and the manual way when a step fails.  The logic lives in
