@@ -23,9 +23,10 @@ GT_NAME = "ground_truth.json"
 
 
 # ------------------------------------------------------------------------------------------ writing
-def entry(scene: str, boxes: list[dict]) -> dict:
-    """The ground-truth record of one image (``boxes``: :meth:`osdpm_lib.synth.render._Canvas.boxes`)."""
-    return {"scene": scene, "boxes": boxes}
+def entry(scene: str, boxes: list[dict], **extra) -> dict:
+    """The ground-truth record of one image (``boxes``: :meth:`osdpm_lib.synth.render._Canvas.boxes`); ``extra``
+    fields of a generator condition (``twin``, ``swapped`` of :mod:`osdpm_lib.synth.conditions`) follow."""
+    return {"scene": scene, "boxes": boxes, **extra}
 
 
 def write(path: str | Path, image_size: int, seed: int, n_images: int, params: dict, scenes, images: dict) -> None:
