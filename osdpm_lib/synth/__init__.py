@@ -60,8 +60,8 @@ from .captions import ALT_NOISE, CAPTIONS_PER_IMAGE, _AltText, _Captioner, _fix_
 from .groundtruth import GT_NAME
 from .render import PAINTERS, _Canvas, _choice, _Obj, _plan, _render, _wchoice, sensor_shift
 from .scenes import (BENCHMARK_CATEGORIES, BENCHMARK_VERBS, CAPTION_TERMS, CATEGORY_COLOURS, COLOURS, DRAW_ORDER,
-                     LANDCOVER, LINEAR, MASS_TERMS, NO_PLURAL, NUMBERS, SCENE_SPECS, SCENES, SELF_CATS, SIZE_ADJ, SPECS_OF,
-                     VAGUE_PLURAL_TERMS, VERBS, WATER, ObjectSpec, SceneSpec)
+                     LANDCOVER, LINEAR, MASS_TERMS, NO_PLURAL, NUMBERS, SCENE_SPECS, SCENES, SELF_CATS, SIZE_ADJ,
+                     SPECS_OF, VAGUE_PLURAL_TERMS, VERBS, WATER, ObjectSpec, SceneSpec)
 
 __all__ = [
     "GENERATOR_VERSION",

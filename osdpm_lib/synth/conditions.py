@@ -146,7 +146,8 @@ CONDITIONS: dict[str, Condition] = {c.name: c for c in (
                            f"{CLUTTER_COUNT[0]}-{CLUTTER_COUNT[1]} unnamed distractor objects per image",
               clutter_categories=CLUTTER_CATEGORIES, clutter_count=CLUTTER_COUNT),
     Condition("domain-gap", f"false-colour sensor, rendered at {GAP_RENDER_SCALE} of the side and resampled up, "
-                            f"blur {GAP_SENSOR.blur[0]}-{GAP_SENSOR.blur[1]} px at 64 px", render_scale=GAP_RENDER_SCALE, sensor=GAP_SENSOR),
+                            f"blur {GAP_SENSOR.blur[0]}-{GAP_SENSOR.blur[1]} px at 64 px",
+              render_scale=GAP_RENDER_SCALE, sensor=GAP_SENSOR),
 )}
 
 

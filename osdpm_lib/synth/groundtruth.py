@@ -2,7 +2,10 @@
 
 ``{"image_size": S, "seed": s, "n_images": n, "params": {...}, "scenes": [...], "images": {filename:
 {"scene": str, "boxes": [{"category", "box": [x0, y0, x1, y1], "color"}]}}}``: pixel coordinates at
-``image_size``, x1/y1 exclusive, categories of :data:`osdpm_lib.synth.scenes.BENCHMARK_CATEGORIES`.  ``params`` is
+``image_size``, x1/y1 exclusive, categories of :data:`osdpm_lib.synth.scenes.BENCHMARK_CATEGORIES`.  Under a
+generator condition (:mod:`osdpm_lib.synth.conditions`) a box may carry ``"distractor": true`` (drawn, never
+captioned) and an image ``"twin"`` (the file name of its look-alike) and ``"swapped"`` (``{category: painted as}``);
+the default benchmark has none of them.  ``params`` is
 what :func:`osdpm_lib.synth.is_current` compares; the file is written last, so its presence marks a
 complete generation.  A real data set has no ground truth (:func:`load_ground_truth` returns None).
 
