@@ -11,8 +11,9 @@ condition differs from the default in the property that defines it; docs/CONDITI
   the mean over images.
 * :func:`lookalike_similarity` (``ambiguous``, needs no model): per image, the highest similarity of its pixels
   (Pearson correlation of 16x16 RGB thumbnails, :func:`thumbnails`) to another image whose captions name another set
-  of categories (:func:`lookalike`); the median over images.  :func:`lookalike` takes any features, so the pooled
-  embeddings of a zero-shot model can replace the thumbnails.
+  of categories (:func:`lookalike`); the median over images.  With ``features=`` :func:`zero_shot_embeddings` the
+  same on the pooled embeddings of the pretrained CLIP the book fine-tunes (the overlap a zero-shot model sees);
+  :func:`pair_similarity` compares twin pairs with other pairs of one scene.
 * :func:`domain_gap` (``domain-gap``): the Jensen-Shannon distance between the pooled colour histograms
   (:func:`colour_histogram`) of a data set and a reference (the default at the same seed), and the ratio of their
   :func:`sharpness`.
@@ -27,7 +28,7 @@ Mechanism checks (arrays in, so they are testable without training):
 
 Command line (the measurements of docs/CONDITIONS.md)::
 
-    python -m osdpm_lib.conditions OUT_ROOT [--n-images N] [--seed S] [--image-size P]
+    python -m osdpm_lib.conditions OUT_ROOT [--n-images N] [--seed S] [--image-size P] [--zero-shot]
 """
 
 from __future__ import annotations
@@ -111,12 +112,55 @@ def lookalike(features: np.ndarray, groups: Sequence) -> np.ndarray:
     return np.where(np.isfinite(best), best, np.nan)
 
 
-def lookalike_similarity(data_dir: str | Path) -> float:
-    """The median over images of :func:`lookalike` on :func:`thumbnails`, images grouped by the set of categories
-    their captions name."""
+def lookalike_similarity(data_dir: str | Path, features=None) -> float:
+    """The median over images of :func:`lookalike`, images grouped by the set of categories their captions name;
+    on :func:`thumbnails`, or on ``features(data_dir, filenames)`` (e.g. :func:`zero_shot_embeddings`)."""
     recs = load(Path(data_dir) / JSON_NAME).images
     groups = [frozenset(count_categories(r.captions)) for r in recs]
-    return float(np.nanmedian(lookalike(thumbnails(data_dir, [r.filename for r in recs]), groups)))
+    x = (features or thumbnails)(data_dir, [r.filename for r in recs])
+    return float(np.nanmedian(lookalike(x, groups)))
+
+
+def pair_similarity(data_dir: str | Path, features=None) -> dict:
+    """Mean cosine similarity of twin pairs (``twin``) and of the other pairs of images of one scene
+    (``same_scene``), on :func:`thumbnails` (row-centred: Pearson correlation) or ``features(data_dir, filenames)``;
+    ``twin`` is NaN without twins."""
+    data_dir = Path(data_dir)
+    gt = groundtruth.load_ground_truth(data_dir)
+    names = [r.filename for r in load(data_dir / JSON_NAME).images]
+    x = np.asarray((features or thumbnails)(data_dir, names), dtype=np.float64)
+    if features is None:
+        x = x - x.mean(axis=1, keepdims=True)
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    sim = x @ x.T
+    idx = {n: i for i, n in enumerate(names)}
+    twin = np.zeros(sim.shape, dtype=bool)
+    for n in names:
+        if "twin" in gt["images"][n]:
+            twin[idx[n], idx[gt["images"][n]["twin"]]] = True
+    scenes = np.array(groundtruth.scenes_for(names, gt))
+    same = (scenes[:, None] == scenes[None, :]) & ~twin & ~np.eye(len(names), dtype=bool)
+    return {"twin": float(sim[twin].mean()) if twin.any() else float("nan"), "same_scene": float(sim[same].mean())}
+
+
+def zero_shot_embeddings(data_dir: str | Path, filenames: Sequence[str], model: str = "osdpm-tiny-vit",
+                         pretrained: str = "synthpre") -> np.ndarray:
+    """``[N, D]`` image embeddings of the pretrained CLIP the book fine-tunes (no training), L2-normalised and then
+    centred on their mean over ``filenames`` (every embedding of this small model shares a large common component,
+    cosine about 0.9 between any two images), for :func:`lookalike_similarity`'s ``features``: the overlap of the
+    pooled embeddings a zero-shot model sees."""
+    import torch
+
+    from .cache import Normalizer, image_cache
+    from .evaluate import encode_images
+    from .models import build_clip, preprocess_config
+
+    clip = build_clip(model, pretrained=pretrained)
+    pre = preprocess_config(clip)
+    images = image_cache(list(filenames), Path(data_dir) / IMAGES_DIR, pre["image_size"], workers=1, progress=False)
+    with torch.inference_mode():
+        z = encode_images(clip, images, Normalizer(pre["mean"], pre["std"]))
+    return z - z.mean(axis=0, keepdims=True)
 
 
 # -------------------------------------------------------------------------------------- domain gap
@@ -182,11 +226,16 @@ def twin_stats(data_dir: str | Path) -> dict:
     return {"twin_share": len(twins) / len(recs), "twins_naming_swap": named / len(twins) if twins else float("nan")}
 
 
-def measure(data_dir: str | Path, reference_dir: str | Path | None = None) -> dict:
-    """Every property of a generated data set (``reference_dir``: the default to measure the domain gap from)."""
+def measure(data_dir: str | Path, reference_dir: str | Path | None = None, zero_shot: bool = False) -> dict:
+    """Every property of a generated data set (``reference_dir``: the default to measure the domain gap from;
+    ``zero_shot``: also the look-alike similarity of the pretrained CLIP's embeddings)."""
     table = object_table(data_dir)
     out = {"named_area_share": named_area_share(table), "distractor_count": distractor_count(table),
            "lookalike_similarity": lookalike_similarity(data_dir), **twin_stats(data_dir)}
+    if zero_shot:
+        out["lookalike_zero_shot"] = lookalike_similarity(data_dir, zero_shot_embeddings)
+        pairs = pair_similarity(data_dir, zero_shot_embeddings)
+        out["twin_cos_zero_shot"], out["same_scene_cos_zero_shot"] = pairs["twin"], pairs["same_scene"]
     if reference_dir is not None:
         out.update(domain_gap(data_dir, reference_dir))
     return out
@@ -254,13 +303,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--n-images", type=int, default=200)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--image-size", type=int, default=64)
+    ap.add_argument("--zero-shot", action="store_true",
+                    help="also the look-alike similarity of the pretrained CLIP's embeddings (osdpm-tiny-vit/synthpre)")
     args = ap.parse_args(argv)
     root = Path(args.out_root)
     kw = {"n_images": args.n_images, "image_size": args.image_size}
     dirs = {name: generate(root / name, seed=args.seed, condition=name, **kw).parent for name in CONDITIONS}
     dirs[f"{DEFAULT} (seed {args.seed + 1})"] = generate(root / f"{DEFAULT}-seed{args.seed + 1}",
                                                           seed=args.seed + 1, **kw).parent
-    rows = {name: measure(d, dirs[DEFAULT]) for name, d in dirs.items()}
+    rows = {name: measure(d, dirs[DEFAULT], args.zero_shot) for name, d in dirs.items()}
     table = pd.DataFrame(rows).T.rename_axis("condition")
     print(f"{args.n_images} images at {args.image_size} px, seed {args.seed}\n")
     print(table.to_markdown(floatfmt=".3f"))

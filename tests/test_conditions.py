@@ -265,3 +265,16 @@ def test_cluster_purity():
     assert C.cluster_purity(feats * 5, protos, named)["purity"] == pytest.approx(2 / 3)   # cosine: scale-free
     with pytest.raises(ValueError, match="named \\[N, K\\]"):
         C.cluster_purity(feats, protos, named[:, :2])
+
+
+def test_zero_shot_embeddings_see_twins_as_close(dirs):
+    """The pretrained CLIP's (centred) embeddings, and the thumbnails, put twins closer together than other pairs
+    of images of their scene."""
+    d = dirs["ambiguous"]
+    names = list(_json(d, synth.GT_NAME)["images"])
+    z = C.zero_shot_embeddings(d, names[:8])
+    assert z.shape[0] == 8 and np.allclose(z.mean(axis=0), 0.0, atol=1e-5)
+    for features in (C.zero_shot_embeddings, None):
+        pairs = C.pair_similarity(d, features)
+        assert pairs["twin"] > pairs["same_scene"] + 0.1, (features, pairs)
+    assert np.isnan(C.pair_similarity(dirs["default"])["twin"])
