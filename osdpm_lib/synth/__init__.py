@@ -151,7 +151,7 @@ def _check_args(n_images: int, image_size: int, n_val: int | None, n_test: int |
 
 
 def _params(n_images: int, seed: int, image_size: int, n_val: int | None = None, n_test: int | None = None,
-            condition: str = conditions.DEFAULT) -> dict:
+            condition: str | conditions.Condition = conditions.DEFAULT) -> dict:
     """What identifies a generation; the split sizes only when given and the generator condition (its name and
     :attr:`~conditions.Condition.fingerprint`) only when not the default, so that data sets generated before either
     existed stay current."""
@@ -333,13 +333,8 @@ def generate(out_dir: str | Path, n_images: int = DEFAULT_N_IMAGES, seed: int = 
     images, gt_images = [], {}
     sentid = 0
     for i in range(n_images):
-        if cond.is_default:
-            cv, caps = _make_image(img_dir / names[i], SCENE_SPECS[scenes[i]], _rng(seed, 1, i), image_size,
-                                   _Captioner)
-            fields = {}
-        else:
-            cv, caps, fields = _condition_image(cond, img_dir / names[i], names, scenes[i], pairs.get(i), seed, i,
-                                                image_size)
+        cv, caps, fields = _condition_image(cond, img_dir / names[i], names, scenes[i], pairs.get(i), seed, i,
+                                            image_size)
         images.append(_entry(i, names[i], splits[i], caps, sentid))
         sentid += len(caps)
         gt_images[names[i]] = groundtruth.entry(scenes[i], cv.boxes(image_size), **fields)
@@ -354,12 +349,13 @@ def _condition_image(cond: conditions.Condition, path: Path, names: Sequence[str
                      pair: tuple[int, tuple[int, int]] | None, seed: int, i: int,
                      size: int) -> tuple[_Canvas, list[str], dict]:
     """Image ``i`` (of ``scene``, written to ``path``) of a generation under ``cond``: its canvas, captions and extra
-    ground-truth fields.
+    ground-truth fields.  Under the default condition: the scene table's spec, drawn from the image's own stream.
 
     Twins (``cond.twin_swaps``): both images of a pair (``pair``: its number j and its indices ``(a, b)`` among
-    :func:`conditions.twin_pairs`) are drawn from the first one's stream; the pair's categories to swap (1, 2, 1, ... up to ``twin_swaps``, :meth:`Condition.swap_plan`)
-    are kept as they are in the first and painted as their substitutes in the second.  An image whose pair has
-    nothing to swap is drawn as a plain image from its own stream.
+    :func:`conditions.twin_pairs`) are drawn from the first one's stream; the pair's categories to swap (1, 2, 1,
+    ... up to ``twin_swaps`` of them, :meth:`~conditions.Condition.swap_plan`) are kept as they are in the first and
+    painted as their substitutes in the second.  An image whose pair has nothing to swap is drawn as a plain image
+    from its own stream.
     """
     spec = cond.scene_spec(scene)
     kw = {"sensor": cond.sensor, "render_size": cond.render_size(size),
@@ -382,7 +378,6 @@ def _condition_image(cond: conditions.Condition, path: Path, names: Sequence[str
 # --------------------------------------------------------------------------------------------------
 # Pretraining corpus
 # --------------------------------------------------------------------------------------------------
-
 
 
 def _perturb(o: ObjectSpec, rng: np.random.Generator, keep: bool = False) -> ObjectSpec:
