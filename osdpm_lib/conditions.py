@@ -20,7 +20,7 @@ condition differs from the default in the property that defines it; docs/CONDITI
 
 Mechanism checks (arrays in, so they are testable without training):
 
-* :func:`pointing_game`: does DAPN's saliency map peak inside a box of an object the captions name?  The pointing
+* :func:`dapn_pointing_game`: does DAPN's saliency map peak inside a box of an object the captions name?  The pointing
   game of :func:`osdpm_lib.explain.pointing_game` with its center and random references, the small-object images
   (:func:`small_object_images`) reported separately.
 * :func:`cluster_purity`: is an image's nearest OSFCM prototype one of the categories its captions name?
@@ -52,13 +52,18 @@ HIST_BINS = 8           # per channel
 
 
 # ------------------------------------------------------------------------------------------ objects
+def _ground_truth(data_dir: Path) -> dict:
+    gt = groundtruth.load_ground_truth(data_dir)
+    if gt is None:
+        raise FileNotFoundError(f"{data_dir}: no {groundtruth.GT_NAME} (the conditions are measured on generated data)")
+    return gt
+
+
 def object_table(data_dir: str | Path) -> pd.DataFrame:
     """One row per drawn object of a generated data set: filename, scene, category, ``area`` (its box's share of
     the image), ``named`` (a caption of the image names its category) and ``distractor`` (drawn as one)."""
     data_dir = Path(data_dir)
-    gt = groundtruth.load_ground_truth(data_dir)
-    if gt is None:
-        raise FileNotFoundError(f"{data_dir}: no {groundtruth.GT_NAME} (the conditions are measured on generated data)")
+    gt = _ground_truth(data_dir)
     side = groundtruth.image_size(gt)
     rows = []
     for rec in load(data_dir / JSON_NAME).images:
@@ -126,7 +131,7 @@ def pair_similarity(data_dir: str | Path, features=None) -> dict:
     (``same_scene``), on :func:`thumbnails` (row-centred: Pearson correlation) or ``features(data_dir, filenames)``;
     ``twin`` is NaN without twins."""
     data_dir = Path(data_dir)
-    gt = groundtruth.load_ground_truth(data_dir)
+    gt = _ground_truth(data_dir)
     names = [r.filename for r in load(data_dir / JSON_NAME).images]
     x = np.asarray((features or thumbnails)(data_dir, names), dtype=np.float64)
     if features is None:
@@ -214,7 +219,7 @@ def twin_stats(data_dir: str | Path) -> dict:
     """Share of images with a twin (``ambiguous``), and of twins whose captions name a category that differs
     between the pair (the swapped one in the first, its substitute in the second)."""
     data_dir = Path(data_dir)
-    gt = groundtruth.load_ground_truth(data_dir)
+    gt = _ground_truth(data_dir)
     recs = load(data_dir / JSON_NAME).images
     twins = [r for r in recs if "twin" in gt["images"][r.filename]]
     named = 0
@@ -253,7 +258,7 @@ def small_object_images(boxes: Sequence[np.ndarray], image_size: int, share: flo
     return out
 
 
-def pointing_game(saliency: np.ndarray, boxes: Sequence[np.ndarray], image_size: int,
+def dapn_pointing_game(saliency: np.ndarray, boxes: Sequence[np.ndarray], image_size: int,
                   share: float = SMALL_SHARE) -> pd.DataFrame:
     """DAPN's pointing game: ``saliency`` ``[N, h, w]`` (:func:`osdpm_lib.explain.dapn_maps`' ``"saliency"``),
     ``boxes`` the named objects' boxes per image (:func:`osdpm_lib.explain.target_boxes`).  A hit: the map's peak

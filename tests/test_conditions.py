@@ -230,14 +230,14 @@ def test_pointing_game_hits_small_images_and_references():
              np.array([[32, 32, 42, 42]]),               # small, hit
              np.zeros((0, 4))]                           # no named object: not scored
     assert C.small_object_images(boxes, size).tolist() == [False, True, True, False]
-    t = C.pointing_game(maps, boxes, size).set_index("map")
+    t = C.dapn_pointing_game(maps, boxes, size).set_index("map")
     row = t.loc["saliency"]
     assert (row["n_images"], row["hits"], row["n_small"]) == (3, 2, 2)
     assert row["accuracy"] == pytest.approx(200 / 3) and row["accuracy_small"] == pytest.approx(50.0)
     assert {"center", "random (expected)"} <= set(t.index)
     assert t.loc["center", "hits"] == 1            # the center pixel (32, 32) lies in the third image's box only
     with pytest.raises(ValueError, match="2 maps for 4 images"):
-        C.pointing_game(maps[:2], boxes, size)
+        C.dapn_pointing_game(maps[:2], boxes, size)
 
 
 def test_explain_pointing_game_takes_a_small_mask():
@@ -278,3 +278,10 @@ def test_zero_shot_embeddings_see_twins_as_close(dirs):
         pairs = C.pair_similarity(d, features)
         assert pairs["twin"] > pairs["same_scene"] + 0.1, (features, pairs)
     assert np.isnan(C.pair_similarity(dirs["default"])["twin"])
+
+
+def test_measures_need_a_generated_data_set(tmp_path):
+    (tmp_path / synth.JSON_NAME).write_text(json.dumps({"images": []}))
+    for f in (C.object_table, C.twin_stats, C.pair_similarity):
+        with pytest.raises(FileNotFoundError, match="ground_truth.json"):
+            f(tmp_path)
