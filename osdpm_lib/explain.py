@@ -284,18 +284,24 @@ COLUMNS = ["variant", "map", "n_images", "hits", "accuracy", "n_small", "accurac
 
 
 def pointing_game(maps: Mapping[tuple[str, str], np.ndarray], boxes: Sequence[np.ndarray], image_size: int,
-                  baselines: bool = True, tolerance: float = 0.0, small: float = 0.25) -> pd.DataFrame:
+                  baselines: bool = True, tolerance: float = 0.0, small=0.25) -> pd.DataFrame:
     """Pointing-game table.  ``maps`` maps ``(variant, map type)`` to ``[N, h, w]`` maps of the same N
     images as ``boxes`` (see :func:`target_boxes`).
 
     Columns: variant, map, n_images (images with a target box), hits, accuracy (hits / n_images, in %),
     n_small / accuracy_small (the same on the images whose target boxes cover less than ``small`` of the
-    image, where pointing anywhere near the middle is not enough), n_flat (constant maps, scored as
+    image, where pointing anywhere near the middle is not enough; or, when ``small`` is a boolean array, on the
+    images it marks), n_flat (constant maps, scored as
     misses).  With ``baselines``, two reference rows: ``center`` (the image center) and ``random
     (expected)`` (the exact expected accuracy of a uniformly random point: the mean box coverage).
     """
     coverage = box_coverage(boxes, image_size)
-    is_small = np.nan_to_num(coverage, nan=1.0) < small
+    if np.ndim(small):
+        is_small = np.asarray(small, dtype=bool)
+        if is_small.shape != (len(boxes),):
+            raise ValueError(f"small: {is_small.shape[0]} flags for {len(boxes)} images")
+    else:
+        is_small = np.nan_to_num(coverage, nan=1.0) < small
     rows = []
     for (variant, kind), m in maps.items():
         m = np.asarray(m)

@@ -17,6 +17,10 @@ relations are read from what was drawn.  Generation is deterministic: the same s
 give the same bytes (json and JPEG); everything is drawn from ``numpy.random.Generator(PCG64)``
 streams derived from the seed.
 
+`generate(..., condition=NAME)` draws the benchmark under a named generator condition of
+:mod:`osdpm_lib.synth.conditions` (``small-objects``, ``ambiguous``, ``cluttered``, ``domain-gap``: one documented
+change each; ``default`` is the benchmark itself, byte for byte); see docs/CONDITIONS.md.
+
 Files written (see docs/DESIGN.md): ``dataset_embedded.json`` (Karpathy schema), ``images/*.jpg``
 and ``ground_truth.json`` (scene and pixel boxes per image, x1/y1 exclusive, plus the parameters, so
 that a second call with the same parameters returns at once).  The val and test splits hold a tenth
@@ -32,6 +36,7 @@ warehouse") with the benchmark's object nouns but none of its sentences: ``datas
 Command line::
 
     python -m osdpm_lib.synth OUT_DIR [--n-images N] [--seed S] [--image-size P] [--n-val V] [--n-test T]
+                              [--condition NAME]
     python -m osdpm_lib.synth --pretrain OUT [--n-images N] [--seed S] [--image-size P] [--n-val V] [--n-test T]
 """
 
@@ -46,16 +51,17 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from PIL import Image
 
 from osdpm_lib.data import tokenize
 
-from . import groundtruth
+from . import conditions, groundtruth
 from .captions import ALT_NOISE, CAPTIONS_PER_IMAGE, _AltText, _Captioner, _fix_articles, _Group, _groups
 from .groundtruth import GT_NAME
 from .render import PAINTERS, _Canvas, _choice, _Obj, _plan, _render, _wchoice, sensor_shift
 from .scenes import (BENCHMARK_CATEGORIES, BENCHMARK_VERBS, CAPTION_TERMS, CATEGORY_COLOURS, COLOURS, DRAW_ORDER,
                      LANDCOVER, LINEAR, MASS_TERMS, NO_PLURAL, NUMBERS, SCENE_SPECS, SCENES, SELF_CATS, SIZE_ADJ,
-                     VAGUE_PLURAL_TERMS, VERBS, WATER, ObjectSpec, SceneSpec)
+                     SPECS_OF, VAGUE_PLURAL_TERMS, VERBS, WATER, ObjectSpec, SceneSpec)
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -73,6 +79,7 @@ __all__ = [
     "CAPTION_TERMS",
     "PRETRAIN_JSON",
     "PRETRAIN_PARAMS_NAME",
+    "CONDITIONS",
     "generate",
     "is_current",
     "generate_pretrain",
@@ -93,6 +100,7 @@ def __getattr__(name: str):
         return getattr(audit, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+CONDITIONS = conditions.CONDITIONS
 GENERATOR_VERSION = 1
 DEFAULT_N_IMAGES = 2000
 DEFAULT_IMAGE_SIZE = 64
@@ -142,13 +150,18 @@ def _check_args(n_images: int, image_size: int, n_val: int | None, n_test: int |
                          "the train split would be empty")
 
 
-def _params(n_images: int, seed: int, image_size: int, n_val: int | None = None, n_test: int | None = None) -> dict:
-    """What identifies a generation; the split sizes only when given, so that data sets generated with the
-    default fractions (before the sizes existed) stay current."""
+def _params(n_images: int, seed: int, image_size: int, n_val: int | None = None, n_test: int | None = None,
+            condition: str | conditions.Condition = conditions.DEFAULT) -> dict:
+    """What identifies a generation; the split sizes only when given and the generator condition (its name and
+    :attr:`~conditions.Condition.fingerprint`) only when not the default, so that data sets generated before either
+    existed stay current."""
     p = {"n_images": int(n_images), "seed": int(seed), "image_size": int(image_size), "version": GENERATOR_VERSION}
     sizes = _split_sizes(n_images, n_val, n_test)
     if sizes is not None:
         p["n_val"], p["n_test"] = sizes
+    cond = conditions.condition(condition)
+    if not cond.is_default:
+        p["condition"], p["condition_fingerprint"] = cond.name, cond.fingerprint
     return p
 
 
@@ -176,9 +189,11 @@ def _is_complete(out: Path, marker: str, listing: str, params: dict, n_images: i
 
 
 def is_current(out_dir: str | Path, n_images: int = DEFAULT_N_IMAGES, seed: int = 0,
-               image_size: int = DEFAULT_IMAGE_SIZE, n_val: int | None = None, n_test: int | None = None) -> bool:
+               image_size: int = DEFAULT_IMAGE_SIZE, n_val: int | None = None, n_test: int | None = None,
+               condition: str = conditions.DEFAULT) -> bool:
     """Whether ``out_dir`` already holds a complete data set generated with these parameters."""
-    return _is_complete(Path(out_dir), GT_NAME, JSON_NAME, _params(n_images, seed, image_size, n_val, n_test),
+    name = conditions.condition(condition).name
+    return _is_complete(Path(out_dir), GT_NAME, JSON_NAME, _params(n_images, seed, image_size, n_val, n_test, name),
                         n_images)
 
 
@@ -261,11 +276,17 @@ def _entry(i: int, name: str, split: str, captions: Sequence[str], sentid: int) 
 
 
 def _make_image(path: Path, spec: SceneSpec, rng: np.random.Generator, size: int, captioner: type[_Captioner],
-                objects: Sequence[ObjectSpec] | None = None, sensor=None) -> tuple[_Canvas, list[str]]:
-    """Render one image of ``spec`` (see :func:`_render`) into the JPEG ``path`` and caption what was drawn;
-    ``sensor(img, rng)``, when given, changes the rendered image before it is saved (after the captions)."""
-    img, cv = _render(spec, rng, size, objects)
-    caps = captioner(spec, _groups(cv), rng).captions()
+                objects: Sequence[ObjectSpec] | None = None, sensor=None, render_size: int | None = None,
+                extra=None, swap=None) -> tuple[_Canvas, list[str]]:
+    """Render one image of ``spec`` (see :func:`_render`, also for ``extra`` and ``swap``) into the JPEG ``path``
+    and caption what was drawn (a twin's captioner sees :func:`conditions.caption_spec`); rendered at
+    ``render_size`` and resampled to ``size`` when that differs; ``sensor(img, rng)``, when given, changes the
+    rendered image before it is saved (after the captions).  Returns the canvas (boxes at ``size``:
+    ``cv.boxes(size)``) and the captions."""
+    img, cv = _render(spec, rng, render_size or size, objects, extra=extra, swap=swap)
+    caps = captioner(conditions.caption_spec(spec, cv.swapped), _groups(cv), rng).captions()
+    if img.size[0] != size:
+        img = img.resize((size, size), Image.BILINEAR)
     if sensor is not None:
         img = sensor(img, rng)
     img.save(path, format="JPEG", quality=JPEG_QUALITY, subsampling=0, optimize=False)
@@ -274,21 +295,26 @@ def _make_image(path: Path, spec: SceneSpec, rng: np.random.Generator, size: int
 
 def generate(out_dir: str | Path, n_images: int = DEFAULT_N_IMAGES, seed: int = 0,
              image_size: int = DEFAULT_IMAGE_SIZE, n_val: int | None = None, n_test: int | None = None,
-             force: bool = False) -> Path:
+             force: bool = False, condition: str = conditions.DEFAULT) -> Path:
     """Write the embedded benchmark into ``out_dir`` and return the path of its Karpathy json.
 
     ``n_val`` / ``n_test`` fix the split sizes (exactly, stratified by scene, see :func:`_stratified`;
     a missing one takes its default fraction of ``n_images``); with both None each scene holds out
-    :data:`SPLIT_FRACTIONS` of its images.  The images do not depend on the split sizes.
+    :data:`SPLIT_FRACTIONS` of its images.  The images do not depend on the split sizes (except for the
+    ``ambiguous`` condition, whose twins are paired within a split).
+
+    ``condition`` names a generator condition (:data:`osdpm_lib.synth.conditions.CONDITIONS`): the same scenes,
+    splits and file names with one documented change; ``"default"`` is the benchmark itself.
 
     When ``out_dir`` already holds a complete data set with the same parameters (and generator
     version) nothing is written; otherwise the data set is (re)generated, images of a previous
     generation listed in its ground truth being removed first.
     """
+    cond = conditions.condition(condition)
     _check_args(n_images, image_size, n_val, n_test)
     out = Path(out_dir)
     js_path, gt_path = out / JSON_NAME, out / GT_NAME
-    if not force and is_current(out, n_images, seed, image_size, n_val, n_test):
+    if not force and is_current(out, n_images, seed, image_size, n_val, n_test, cond.name):
         return js_path
     others = sorted(p.name for p in out.glob("dataset*.json") if p.name != JSON_NAME)
     if others:     # a real data set lives there (e.g. a notebook pointed at data/rsicd): its images share our names
@@ -298,31 +324,60 @@ def generate(out_dir: str | Path, n_images: int = DEFAULT_N_IMAGES, seed: int = 
 
     scenes, splits, numeric = _assign(n_images, seed, n_val, n_test)
     per_scene: dict[str, int] = {}
+    names = []
+    for i, scene in enumerate(scenes):
+        per_scene[scene] = per_scene.get(scene, 0) + 1
+        names.append(f"{i:05d}.jpg" if i in numeric else f"{scene}_{per_scene[scene]}.jpg")
+    pairs = {i: (j, p) for j, p in enumerate(conditions.twin_pairs(scenes, splits)) for i in p} \
+        if cond.twin_swaps else {}
     images, gt_images = [], {}
     sentid = 0
     for i in range(n_images):
-        scene = scenes[i]
-        per_scene[scene] = per_scene.get(scene, 0) + 1
-        name = f"{i:05d}.jpg" if i in numeric else f"{scene}_{per_scene[scene]}.jpg"
-        cv, caps = _make_image(img_dir / name, SCENE_SPECS[scene], _rng(seed, 1, i), image_size, _Captioner)
-        images.append(_entry(i, name, splits[i], caps, sentid))
+        cv, caps, fields = _condition_image(cond, img_dir / names[i], names, scenes[i], pairs.get(i), seed, i,
+                                            image_size)
+        images.append(_entry(i, names[i], splits[i], caps, sentid))
         sentid += len(caps)
-        gt_images[name] = groundtruth.entry(scene, cv.boxes())
+        gt_images[names[i]] = groundtruth.entry(scenes[i], cv.boxes(image_size), **fields)
 
-    params = _params(n_images, seed, image_size, n_val, n_test)
+    params = _params(n_images, seed, image_size, n_val, n_test, cond.name)
     js_path.write_text(json.dumps({"dataset": "embedded", "images": images}))
     groundtruth.write(gt_path, image_size, seed, n_images, params, SCENES, gt_images)  # written last: its presence marks a complete generation
     return js_path
 
 
+def _condition_image(cond: conditions.Condition, path: Path, names: Sequence[str], scene: str,
+                     pair: tuple[int, tuple[int, int]] | None, seed: int, i: int,
+                     size: int) -> tuple[_Canvas, list[str], dict]:
+    """Image ``i`` (of ``scene``, written to ``path``) of a generation under ``cond``: its canvas, captions and extra
+    ground-truth fields.  Under the default condition: the scene table's spec, drawn from the image's own stream.
+
+    Twins (``cond.twin_swaps``): both images of a pair (``pair``: its number j and its indices ``(a, b)`` among
+    :func:`conditions.twin_pairs`) are drawn from the first one's stream; the pair's categories to swap (1, 2, 1,
+    ... up to ``twin_swaps`` of them, :meth:`~conditions.Condition.swap_plan`) are kept as they are in the first and
+    painted as their substitutes in the second.  An image whose pair has nothing to swap is drawn as a plain image
+    from its own stream.
+    """
+    spec = cond.scene_spec(scene)
+    kw = {"sensor": cond.sensor, "render_size": cond.render_size(size),
+          "extra": cond.distractors if cond.clutter_categories[1] > 0 else None}
+    if pair is not None:
+        j, (a, b) = pair
+        chosen: dict[str, str] = {}
+
+        def swap(plan):
+            chosen.update(cond.swap_plan(spec, plan, 1 + j % cond.twin_swaps))
+            return chosen if i == b else {c: c for c in chosen}
+
+        cv, caps = _make_image(path, spec, _rng(seed, 1, a), size, _Captioner, swap=swap, **kw)
+        if chosen:
+            return cv, caps, {"twin": names[b if i == a else a], "swapped": chosen}
+    cv, caps = _make_image(path, spec, _rng(seed, 1, i), size, _Captioner, **kw)
+    return cv, caps, {}
+
+
 # --------------------------------------------------------------------------------------------------
 # Pretraining corpus
 # --------------------------------------------------------------------------------------------------
-
-# Every ObjectSpec the scene table has for a category (where an out-of-context object borrows its counts and sizes).
-_SPECS_OF: dict[str, tuple[ObjectSpec, ...]] = {
-    cat: tuple(o for s in SCENE_SPECS.values() for o in s.objects if o.category == cat) for cat in BENCHMARK_CATEGORIES
-}
 
 
 def _perturb(o: ObjectSpec, rng: np.random.Generator, keep: bool = False) -> ObjectSpec:
@@ -356,7 +411,7 @@ def _pretrain_objects(scene: str, rng: np.random.Generator) -> tuple[SceneSpec, 
                 objs[o.category] = _perturb(o, rng, keep=k == 0)
     if rng.random() < PRETRAIN_EXTRA_FRACTION:
         cat = _choice(rng, [c for c in BENCHMARK_CATEGORIES if c not in objs])
-        objs[cat] = _perturb(_choice(rng, _SPECS_OF[cat]), rng, keep=True)
+        objs[cat] = _perturb(_choice(rng, SPECS_OF[cat]), rng, keep=True)
     return spec, tuple(objs.values())
 
 
@@ -432,9 +487,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--n-test", type=int, default=None,
                     help="test images (benchmark: default a tenth per scene; pretraining corpus: 200)")
     ap.add_argument("--force", action="store_true", help="regenerate even if the folder is current")
+    ap.add_argument("--condition", default=conditions.DEFAULT,
+                    help=f"benchmark only: a generator condition ({', '.join(conditions.CONDITIONS)})")
     args = ap.parse_args(argv)
     if (args.out_dir is None) == (args.pretrain is None):
         ap.error("give either OUT_DIR (benchmark) or --pretrain OUT (pretraining corpus)")
+    if args.pretrain is not None and args.condition != conditions.DEFAULT:
+        ap.error("--condition applies to the benchmark (OUT_DIR), not to the pretraining corpus")
     try:
         if args.pretrain is not None:
             path = generate_pretrain(args.pretrain, n_images=args.n_images, seed=args.seed, image_size=args.image_size,
@@ -442,7 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      n_test=200 if args.n_test is None else args.n_test, force=args.force)
         else:
             path = generate(args.out_dir, n_images=args.n_images, seed=args.seed, image_size=args.image_size,
-                            n_val=args.n_val, n_test=args.n_test, force=args.force)
+                            n_val=args.n_val, n_test=args.n_test, force=args.force, condition=args.condition)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

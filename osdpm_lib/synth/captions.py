@@ -32,9 +32,11 @@ class _Group:
 
 
 def _groups(cv: _Canvas) -> dict[str, _Group]:
+    """The drawn objects per category, as the captions describe them (distractors are left out)."""
     by: dict[str, list[_Obj]] = {}
     for o in cv.objects:
-        by.setdefault(o.category, []).append(o)
+        if not o.distractor:
+            by.setdefault(o.category, []).append(o)
     out = {}
     C = cv.C
     for cat, objs in by.items():

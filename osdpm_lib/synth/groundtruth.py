@@ -2,7 +2,10 @@
 
 ``{"image_size": S, "seed": s, "n_images": n, "params": {...}, "scenes": [...], "images": {filename:
 {"scene": str, "boxes": [{"category", "box": [x0, y0, x1, y1], "color"}]}}}``: pixel coordinates at
-``image_size``, x1/y1 exclusive, categories of :data:`osdpm_lib.synth.scenes.BENCHMARK_CATEGORIES`.  ``params`` is
+``image_size``, x1/y1 exclusive, categories of :data:`osdpm_lib.synth.scenes.BENCHMARK_CATEGORIES`.  Under a
+generator condition (:mod:`osdpm_lib.synth.conditions`) a box may carry ``"distractor": true`` (drawn, never
+captioned) and an image ``"twin"`` (the file name of its look-alike) and ``"swapped"`` (``{category: painted as}``);
+the default benchmark has none of them.  ``params`` is
 what :func:`osdpm_lib.synth.is_current` compares; the file is written last, so its presence marks a
 complete generation.  A real data set has no ground truth (:func:`load_ground_truth` returns None).
 
@@ -23,9 +26,10 @@ GT_NAME = "ground_truth.json"
 
 
 # ------------------------------------------------------------------------------------------ writing
-def entry(scene: str, boxes: list[dict]) -> dict:
-    """The ground-truth record of one image (``boxes``: :meth:`osdpm_lib.synth.render._Canvas.boxes`)."""
-    return {"scene": scene, "boxes": boxes}
+def entry(scene: str, boxes: list[dict], **extra) -> dict:
+    """The ground-truth record of one image (``boxes``: :meth:`osdpm_lib.synth.render._Canvas.boxes`); ``extra``
+    fields of a generator condition (``twin``, ``swapped`` of :mod:`osdpm_lib.synth.conditions`) follow."""
+    return {"scene": scene, "boxes": boxes, **extra}
 
 
 def write(path: str | Path, image_size: int, seed: int, n_images: int, params: dict, scenes, images: dict) -> None:

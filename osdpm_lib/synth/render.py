@@ -57,6 +57,7 @@ class _Obj:
     colour: str
     size: float  # longest dimension / canvas side
     long: bool = False
+    distractor: bool = False  # drawn for clutter, left out of the captions (generator condition "cluttered")
 
 
 class _Canvas:
@@ -88,6 +89,7 @@ class _Canvas:
         self.docks: list[tuple[float, float, float, float]] = []  # (x0, y0, angle, length)
         self.sea_side: int | None = None
         self.sea_edge: list[tuple[float, float]] = []
+        self.swapped: dict[str, str] = {}  # twin mode of _render: category -> the category it was painted as
 
     # ---- colours -----------------------------------------------------------------------------
     def jitter(self, rgb: Sequence[int], amount: float = 10.0) -> tuple[int, int, int]:
@@ -192,9 +194,12 @@ class _Canvas:
         arr = arr * gain + cast[None, None, :] + rng.normal(0.0, sigma, arr.shape).astype(np.float32)
         return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8))
 
-    def boxes(self) -> list[dict]:
+    def boxes(self, out_size: int | None = None) -> list[dict]:
+        """Pixel boxes of the drawn objects at the canvas's output side, or at ``out_size`` when the image is
+        resampled to it (a condition's coarser ground sampling distance); distractors are flagged."""
         out = []
-        S, ss = self.S, self.ss
+        S = self.S if out_size is None else out_size
+        ss = self.ss if out_size is None else self.ss * self.S / out_size
         for o in self.objects:
             xs = [p[0] for p in o.pts]
             ys = [p[1] for p in o.pts]
@@ -202,7 +207,10 @@ class _Canvas:
             y0 = max(0, min(S - 1, int(math.floor(min(ys) / ss))))
             x1 = max(x0 + 1, min(S, int(math.ceil(max(xs) / ss))))
             y1 = max(y0 + 1, min(S, int(math.ceil(max(ys) / ss))))
-            out.append({"category": o.category, "box": [x0, y0, x1, y1], "color": o.colour})
+            b = {"category": o.category, "box": [x0, y0, x1, y1], "color": o.colour}
+            if o.distractor:
+                b["distractor"] = True
+            out.append(b)
         return out
 
 
@@ -837,23 +845,64 @@ def _plan(objects: Sequence[ObjectSpec], rng: np.random.Generator) -> dict[str, 
     return plan
 
 
-def _render(spec: SceneSpec, rng: np.random.Generator, size: int,
-            objects: Sequence[ObjectSpec] | None = None) -> tuple[Image.Image, _Canvas]:
-    """One image of ``spec``: its background carrying its objects (or ``objects``, one spec per category)."""
+Plan = dict[str, tuple[int, tuple[float, float]]]
+
+
+def _stream(key) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(int(key)))
+
+
+def _render(spec: SceneSpec, rng: np.random.Generator, size: int, objects: Sequence[ObjectSpec] | None = None,
+            extra=None, swap=None) -> tuple[Image.Image, _Canvas]:
+    """One image of ``spec``: its background carrying its objects (or ``objects``, one spec per category).
+
+    Two hooks of the generator conditions (:mod:`osdpm_lib.synth.conditions`), neither used by the default
+    benchmark (whose draws they leave untouched):
+
+    * ``extra(plan, rng)``: object specs drawn after the scene's objects as *distractors* (flagged on the canvas,
+      left out of the captions);
+    * ``swap(plan)``: ``{category: painted as}`` for categories of the plan.  The image is then drawn in *twin*
+      mode: every category with a random stream of its own (keys drawn once after the plan), the swapped
+      categories last, each with its own stream and instance counts and sizes but painted as the category it maps
+      to; the finishing noise has a stream of its own too.  Two images drawn from the same ``rng`` with swaps of
+      the same keys (``{"car": "car"}`` and ``{"car": "tree"}``) therefore share background, layout and noise
+      and differ only in the swapped objects.  ``cv.swapped`` records the swap.
+    """
     ss = max(1, min(4, int(round(256 / size))))
     bg = _wchoice(rng, spec.backgrounds)
     cv = _Canvas(rng, size, ss, bg)
     plan = _plan(spec.objects if objects is None else objects, rng)
-    for cat in DRAW_ORDER:
-        if cat not in plan or cat == "beach":
-            continue
+    swapped = {} if swap is None else dict(swap(plan))
+    cv.swapped = swapped
+    keys = rng.integers(0, 2**63, size=len(DRAW_ORDER) + 2) if swap is not None else None
+
+    def paint(cat: str, painter: str) -> None:
         n, sz = plan[cat]
         if n <= 0:
-            continue
-        if cat == "sea":
+            return
+        if keys is not None:
+            cv.rng = _stream(keys[DRAW_ORDER.index(cat)])
+        if painter == "sea":
             _paint_sea(cv, n, sz, beach=plan["beach"][1] if "beach" in plan else None)
         else:
-            PAINTERS[cat](cv, n, sz)
+            PAINTERS[painter](cv, n, sz)
+
+    for cat in DRAW_ORDER:
+        if cat in plan and cat != "beach" and cat not in swapped:
+            paint(cat, cat)
+    for cat in DRAW_ORDER:
+        if cat in swapped:
+            paint(cat, swapped[cat])
+    if extra is not None:
+        if keys is not None:
+            cv.rng = _stream(keys[-2])
+        first = len(cv.objects)
+        for o in extra(plan, cv.rng):
+            PAINTERS[o.category](cv, int(cv.rng.integers(o.count[0], o.count[1] + 1)), o.size)
+        for o in cv.objects[first:]:
+            o.distractor = True
+    if keys is not None:
+        cv.rng = _stream(keys[-1])
     return cv.finish(), cv
 
 
@@ -875,16 +924,38 @@ SENSOR_ZOOM = (0.75, 1.0)        # side of the kept crop / image side
 SENSOR_BLUR = (0.3, 1.1)         # Gaussian blur radius in pixels at 64 px (scaled with the image size)
 
 
-def sensor_shift(img: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """``img`` as the pretraining corpus's sensor sees it (see :data:`SENSOR_MIX`); deterministic in ``rng``."""
-    from PIL import ImageFilter
+@dataclass(frozen=True)
+class Sensor:
+    """A camera other than the benchmark's: a colour response (the channel mixing ``mix``, rows the output
+    channels, each entry jittered per image by ``jitter``), a tone curve (gamma drawn from ``gamma``), a zoomed crop
+    (its side a fraction drawn from ``zoom`` of the image's; None: no crop) and a Gaussian blur (radius drawn from
+    ``blur`` in pixels at 64 px, scaled with the image size).  Calling it changes an image; deterministic in
+    ``rng``."""
 
-    size = img.size[0]
-    a = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-    mix = SENSOR_MIX + rng.normal(0.0, SENSOR_JITTER, size=(3, 3))
-    a = np.clip(a @ mix.T, 0.0, 1.0) ** rng.uniform(*SENSOR_GAMMA)
-    out = Image.fromarray(np.round(a * 255.0).astype(np.uint8))
-    side = int(round(size * rng.uniform(*SENSOR_ZOOM)))
-    x0, y0 = (int(rng.integers(0, size - side + 1)) for _ in range(2))
-    out = out.crop((x0, y0, x0 + side, y0 + side)).resize((size, size), Image.BILINEAR)
-    return out.filter(ImageFilter.GaussianBlur(rng.uniform(*SENSOR_BLUR) * size / 64.0))
+    mix: tuple[tuple[float, float, float], ...]
+    jitter: float
+    gamma: tuple[float, float]
+    zoom: tuple[float, float] | None
+    blur: tuple[float, float]
+
+    def __call__(self, img: Image.Image, rng: np.random.Generator) -> Image.Image:
+        from PIL import ImageFilter
+
+        size = img.size[0]
+        a = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+        mix = np.asarray(self.mix) + rng.normal(0.0, self.jitter, size=(3, 3))
+        a = np.clip(a @ mix.T, 0.0, 1.0) ** rng.uniform(*self.gamma)
+        out = Image.fromarray(np.round(a * 255.0).astype(np.uint8))
+        if self.zoom is not None:
+            side = int(round(size * rng.uniform(*self.zoom)))
+            x0, y0 = (int(rng.integers(0, size - side + 1)) for _ in range(2))
+            out = out.crop((x0, y0, x0 + side, y0 + side)).resize((size, size), Image.BILINEAR)
+        return out.filter(ImageFilter.GaussianBlur(rng.uniform(*self.blur) * size / 64.0))
+
+
+PRETRAIN_SENSOR = Sensor(tuple(map(tuple, SENSOR_MIX.tolist())), SENSOR_JITTER, SENSOR_GAMMA, SENSOR_ZOOM, SENSOR_BLUR)
+
+
+def sensor_shift(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """``img`` as the pretraining corpus's sensor sees it (:data:`PRETRAIN_SENSOR`); deterministic in ``rng``."""
+    return PRETRAIN_SENSOR(img, rng)

@@ -656,3 +656,10 @@ DRAW_ORDER = (
 )
 _check_tables()
 _check_tables()
+
+
+# Every ObjectSpec the scene table has for a category (where an object out of its scenes' context, a pretraining
+# corpus's or a distractor of the generator condition "cluttered", borrows its counts and sizes).
+SPECS_OF: dict[str, tuple[ObjectSpec, ...]] = {
+    cat: tuple(o for s in SCENE_SPECS.values() for o in s.objects if o.category == cat) for cat in BENCHMARK_CATEGORIES
+}
