@@ -4,6 +4,9 @@
 #   make test   pytest (library) + nbval (the executed CI-size notebooks in results/ci) + their stored metrics
 #               + notebook 04 run in JupyterLab by headless Chromium
 #   make lab    JupyterLab at the project root with the book's kernel (README: "Step through the book")
+#   make test-real  the real architecture on CPU: ViT-B-32 (random weights, a local .pt) at 224 px through notebooks
+#               01-07 on a few real-layout images, with the runner's smoke overrides (beyond make test's budget;
+#               .ci/run calls both)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -18,7 +21,7 @@ export ATEN_CPU_CAPABILITY := avx2
 export MKL_CBWR := AVX2
 export ONEDNN_MAX_CPU_ISA := AVX2
 
-.PHONY: setup wordnet browser lab book book-ci study pretrain pretrain-resnet tune test unit nbval bench mutate clean
+.PHONY: setup wordnet browser lab book book-ci study pretrain pretrain-resnet tune test test-real unit nbval bench mutate clean
 
 setup: $(VENV)/.installed wordnet
 
@@ -90,9 +93,14 @@ unit: setup
 nbval: setup browser
 	rm -rf runs/ci data/ci/.cache
 	TQDM_DISABLE=1 $(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg results/ci
-	$(PY) -m pytest tests_book
+	$(PY) -m pytest -m "not real_architecture" tests_book
 
 test: unit nbval
+
+# tests_book/test_real_architecture.py: open_clip ViT-B-32 with random weights saved as a local state dict, 224 px,
+# 16 real-layout images (JPEG and TIFF), notebooks 01-07 with --smoke's overrides; Table 3 and the figures checked.
+test-real: setup
+	TQDM_DISABLE=1 $(PY) -m pytest -m real_architecture tests_book
 
 bench: setup
 	$(PY) -m osdpm_lib.bench --mode cpu --out results/bench.md

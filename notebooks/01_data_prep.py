@@ -24,13 +24,16 @@
 # %% tags=["parameters"]
 dataset: str = "embedded"      # "embedded" or the path of a real dataset folder
 profile: str = "default"       # key of osdpm_lib.profiles.PROFILES
+overrides: dict = {}    # profile fields to override: the runner's --set / --smoke (osdpm_lib.settings)
 data_dir: str = ""      # dataset folder; "": data/<chain> (chain: $OSDPM_CHAIN or "embedded")
 out_dir: str = ""       # tables/ and figures/ go here; "": results/<chain>
 rsicd_dir: str = "../shared/data/rsicd"   # real RSICD annotations (text only), if present
 compare_dir: str = ""  # a second dataset folder to audit the overlap with (e.g. RSITMD next to RSICD)
 
 # %%
-from osdpm_lib import paths   # relative paths are read from the project root, whatever the working directory
+from osdpm_lib import paths, settings   # relative paths are read from the project root, whatever the working directory
+
+profile = settings.apply(profile, overrides)   # with overrides: a profile of its own, e.g. finetune.smoke
 
 data_dir = paths.resolve(data_dir, "data")
 out_dir = paths.resolve(out_dir, "results")

@@ -23,11 +23,14 @@
 # %% tags=["parameters"]
 dataset: str = "embedded"
 profile: str = "default"
+overrides: dict = {}    # profile fields to override: the runner's --set / --smoke (osdpm_lib.settings)
 out_dir: str = ""       # tables/ and figures/ go here; "": results/<chain>
 test_images: int = 0    # shown in the notes when notebook 05's paired table is absent
 
 # %%
-from osdpm_lib import paths   # relative paths are read from the project root, whatever the working directory
+from osdpm_lib import paths, settings   # relative paths are read from the project root, whatever the working directory
+
+profile = settings.apply(profile, overrides)   # with overrides: a profile of its own, e.g. finetune.smoke
 
 out_dir = paths.resolve(out_dir, "results")
 

@@ -26,6 +26,7 @@
 
 # %% tags=["parameters"]
 profile: str = "default"
+overrides: dict = {}    # profile fields to override: the runner's --set / --smoke (osdpm_lib.settings)
 data_dir: str = ""      # dataset folder; "": data/<chain> (chain: $OSDPM_CHAIN or "embedded")
 out_dir: str = ""       # tables/ and figures/ go here; "": results/<chain>
 runs_dir: str = ""      # one folder per trained run; "": runs/<chain>
@@ -34,7 +35,9 @@ query: str = "many planes are parked near a runway ."
 n_examples: int = 4
 
 # %%
-from osdpm_lib import paths   # relative paths are read from the project root, whatever the working directory
+from osdpm_lib import paths, settings   # relative paths are read from the project root, whatever the working directory
+
+profile = settings.apply(profile, overrides)   # with overrides: a profile of its own, e.g. finetune.smoke
 
 data_dir = paths.resolve(data_dir, "data")
 out_dir = paths.resolve(out_dir, "results")

@@ -48,14 +48,20 @@ def resolve(path: str | os.PathLike | None, folder: str | None = None) -> Path |
 
     ``folder`` (one of :data:`FOLDERS`) gives the default of an empty value: ``ROOT/<folder>/<chain>``.  Without it
     an empty value stays unset (``None``), e.g. an optional second data set.  A relative path is read from
-    :data:`ROOT`, never from the working directory; ``~`` is expanded.
+    :data:`ROOT`, never from the working directory, and normalised (``../../tmp/x`` from the root is ``/tmp/x``: an
+    error names the folder the user gave, not ``<root>/../../tmp/x``); ``~`` is expanded.
     """
     if folder is not None and folder not in FOLDERS:
         raise ValueError(f"folder {folder!r}: expected one of {FOLDERS}")
     if path is None or not str(path).strip():
         return chain_folder(folder) if folder else None
     p = Path(path).expanduser()
-    return p if p.is_absolute() else ROOT / p
+    return p if p.is_absolute() else _from_root(p)
+
+
+def _from_root(path: str | os.PathLike) -> Path:
+    """A relative path read from :data:`ROOT`, its ``..`` folded away (as a command line would name it)."""
+    return Path(os.path.normpath(ROOT / path))
 
 
 def checkpoint(pretrained: str) -> str:
@@ -65,7 +71,7 @@ def checkpoint(pretrained: str) -> str:
     the root (``models.build_clip`` then names it in its error)."""
     if not pretrained or Path(pretrained).expanduser().is_absolute():
         return pretrained
-    candidate = ROOT / pretrained
+    candidate = _from_root(pretrained)
     return str(candidate) if candidate.exists() else pretrained
 
 

@@ -30,8 +30,9 @@ from pathlib import Path
 
 from .paths import ROOT, chain_folder   # the project: data/<chain>, runs/<chain>, results/<chain>
 
-# keys of a profile that are not TrainConfig fields: the embedded benchmark's size and the seeds
-DATA_KEYS = frozenset({"n_images", "n_val", "n_test", "image_size", "seeds"})
+# keys of a profile that are not TrainConfig fields, and their types: the embedded benchmark's size and the seeds
+DATA_FIELDS = {"n_images": int, "n_val": int, "n_test": int, "image_size": int, "seeds": list[int]}
+DATA_KEYS = frozenset(DATA_FIELDS)
 
 PROFILES: dict[str, dict] = {
     "default": {

@@ -14,6 +14,16 @@ lies and holds no machine path.
         --model ViT-B-32 --pretrained openai           # a real data set, a pretrained backbone (GPU)
     python -m osdpm_lib.runner --dataset data/rsitmd --name rsitmd_vitb32 --profile finetune \
         --model ViT-B-32 --pretrained openai --val-fraction 0.1 --retrain-full   # no val split: carve one
+    python -m osdpm_lib.runner --dataset data/rsicd --name rsicd_vitb32 --profile finetune \
+        --model ViT-B-32 --pretrained CKPT.pt --smoke    # the whole book at its smallest, on CPU, in minutes
+    python -m osdpm_lib.runner --profile ci --set epochs=1 --set seeds=0,1 --set baselines.epochs=1
+
+``--set KEY=VALUE`` (and ``--smoke``: ``osdpm_lib.settings.SMOKE``) overrides a field of the chain's profile (a
+``TrainConfig`` field, ``seeds``, a data-size key; ``baselines.KEY`` for notebook 08's), read as
+``python -m osdpm_lib.train --set`` reads it (``osdpm_lib.settings``).  Every notebook gets the overrides
+(parameter ``overrides``), and the chain runs as ``<name>.smoke`` or ``<name>.set-<hash>``: its own ``data/``,
+``runs/`` and ``results/`` folders, so it never reuses nor overwrites the chain without them.  In a ``--batch``
+file a set takes them as ``set: {epochs: 1, seeds: [0]}``.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ import yaml
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import default
 
-from . import profiles
+from . import profiles, settings
 from .paths import ROOT, relative
 
 NOTEBOOKS_DIR = ROOT / "notebooks"
@@ -68,13 +78,19 @@ def notebooks(only: list[str] | None = None, source: Path = NOTEBOOKS_DIR) -> li
 
 
 def chain_parameters(name: str, profile: str, dataset: str = "embedded", results_root: Path = ROOT / "results",
-                     runs_root: Path = ROOT / "runs", **extra) -> tuple[Path, dict]:
+                     runs_root: Path = ROOT / "runs", overrides: dict | None = None, **extra) -> tuple[Path, dict]:
     """The results folder of a chain and the parameters every notebook gets (paths relative to the project root:
-    :func:`osdpm_lib.paths.relative`)."""
+    :func:`osdpm_lib.paths.relative`).  ``overrides`` of the profile (``KEY=VALUE`` texts or a mapping:
+    :func:`osdpm_lib.settings.parse`) rename the chain (:func:`osdpm_lib.settings.chain_name`) and reach every
+    notebook as its ``overrides`` parameter."""
+    overrides = settings.parse(overrides or {}, profile)
+    settings.apply(profile, overrides)       # a value the configuration refuses stops here, before any notebook
+    name = settings.chain_name(name, overrides)
     out = Path(results_root) / name
     data_dir, runs_dir = profiles.chain_folders(name, dataset, runs_root)
     params = {"dataset": dataset if dataset == "embedded" else relative(dataset), "profile": profile,
-              "data_dir": relative(data_dir), "out_dir": relative(out), "runs_dir": relative(runs_dir)}
+              "data_dir": relative(data_dir), "out_dir": relative(out), "runs_dir": relative(runs_dir),
+              "overrides": json.loads(json.dumps(overrides))}   # as papermill writes it: a tuple as a list
     for key in ("pretrained",):          # a local checkpoint path: relative to the project root too
         if extra.get(key) and Path(extra[key]).exists():
             extra[key] = relative(extra[key])
@@ -86,6 +102,7 @@ def run_chain(name: str, profile: str = "default", dataset: str = "embedded", on
               results_root: Path = ROOT / "results", log=print, runs_root: Path = ROOT / "runs",
               source: Path = NOTEBOOKS_DIR, **extra) -> list[Path]:
     out, params = chain_parameters(name, profile, dataset, results_root, runs_root, **extra)
+    name = out.name          # with overrides: <name>.smoke, <name>.set-<hash>
     out.mkdir(parents=True, exist_ok=True)
     if not only:     # a whole chain: record the numeric environment its numbers depend on
         from .train import numeric_environment
@@ -179,6 +196,26 @@ def noise(nb: nbformat.NotebookNode | str | Path, name: str | Path = "") -> list
     return found
 
 
+def batch_sets(path: Path, profile: str = "default") -> list[dict]:
+    """The parameter sets of a ``--batch`` file, each a mapping with a ``name``; a set's ``set:`` mapping (the
+    profile's overrides, as ``--set``) is checked here, before any chain runs, and passed on as ``overrides``."""
+    sets = yaml.safe_load(Path(path).read_text())
+    if not isinstance(sets, list) or not all(isinstance(s, dict) and "name" in s for s in sets):
+        raise SystemExit(f"{path}: expected a YAML list of mappings, each with a 'name'")
+    out = []
+    for s in sets:
+        s = dict(s)
+        changes = s.pop("set", None) or {}
+        if not isinstance(changes, dict):
+            raise SystemExit(f"{path}: set {s['name']!r}: 'set' must be a mapping KEY: VALUE, got {changes!r}")
+        try:
+            s["overrides"] = settings.parse(changes, s.get("profile", profile), flag=f"{path}: set {s['name']!r}:")
+        except settings.UsageError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        out.append(s)
+    return out
+
+
 def _write_tmp(nb: nbformat.NotebookNode, path: Path) -> Path:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, path)
@@ -204,26 +241,39 @@ def main(argv: list[str] | None = None) -> int:
                          "--study --only 01 -p budget_s 9000")
     ap.add_argument("--study", action="store_true", help="the study's notebooks (notebooks/study -> results/study; "
                                                           "make study trains their runs first)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                    help="override a field of the profile (a TrainConfig field, seeds, n_images, ...; baselines.KEY "
+                         "for notebook 08's), e.g. --set epochs=1 --set seeds=0 (repeatable); the chain runs as "
+                         "<name>.set-<hash>")
+    ap.add_argument("--smoke", action="store_true", help="the smallest meaningful chain, to check the whole book on "
+                                                         f"your data and checkpoint on CPU: {settings.SMOKE} "
+                                                         "(--set wins over it); the chain runs as <name>.smoke")
     ap.add_argument("--batch", type=Path, help="YAML list of parameter sets; each needs 'name', may set profile, dataset, "
-                                               "model, pretrained, ...")
+                                               "model, pretrained, ..., and set: {KEY: VALUE, ...} (as --set)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    if args.batch:
-        sets = yaml.safe_load(args.batch.read_text())
-        if not isinstance(sets, list) or not all(isinstance(s, dict) and "name" in s for s in sets):
-            raise SystemExit(f"{args.batch}: expected a YAML list of mappings, each with a 'name'")
-        for s in sets:
-            s = dict(s)
-            run_chain(s.pop("name"), s.pop("profile", args.profile), s.pop("dataset", args.dataset), args.only, **s)
-    elif args.study:
-        run_chain(args.name or "study", args.profile, args.dataset, args.only, source=STUDY_DIR,
-                  **{k: yaml.safe_load(v) for k, v in args.param})
-    else:
-        name = profiles.chain_name(args.profile, args.name)
-        extra = {k: v for k, v in (("model", args.model), ("pretrained", args.pretrained),
-                                   ("val_fraction", args.val_fraction), ("retrain_full", args.retrain_full)) if v}
-        extra |= {k: yaml.safe_load(v) for k, v in args.param}
-        run_chain(name, args.profile, args.dataset, args.only, **extra)
+    try:
+        if args.batch:
+            for s in batch_sets(args.batch, args.profile):
+                run_chain(s.pop("name"), s.pop("profile", args.profile), s.pop("dataset", args.dataset), args.only,
+                          **s)
+        else:
+            overrides = (settings.SMOKE if args.smoke else {}) | settings.parse(args.sets, args.profile)
+            if args.study:
+                if overrides:
+                    raise SystemExit("error: --set and --smoke change a chain's profile; the study (--study) has its "
+                                     "own configurations (osdpm_lib/study.py)")
+                run_chain(args.name or "study", args.profile, args.dataset, args.only, source=STUDY_DIR,
+                          **{k: yaml.safe_load(v) for k, v in args.param})
+            else:
+                name = profiles.chain_name(args.profile, args.name)
+                extra = {k: v for k, v in (("model", args.model), ("pretrained", args.pretrained),
+                                           ("val_fraction", args.val_fraction), ("retrain_full", args.retrain_full),
+                                           ("overrides", overrides)) if v}
+                extra |= {k: yaml.safe_load(v) for k, v in args.param}
+                run_chain(name, args.profile, args.dataset, args.only, **extra)
+    except settings.UsageError as exc:
+        raise SystemExit(f"error: {exc}") from None
     print(f"book finished in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return 0
 

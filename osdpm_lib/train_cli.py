@@ -22,58 +22,30 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import os
 import socket
 import sys
-import typing
 import warnings
 from pathlib import Path
 
-from . import ablation, profiles
+from . import ablation, profiles, settings
 
 # TrainConfig fields that have their own option
 OWN_OPTIONS = ("variant", "seed", "model", "pretrained")
 PRECISIONS = ("auto", "bf16", "fp32")
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-
-
-class UsageError(ValueError):
-    """A bad command-line option."""
+UsageError = settings.UsageError      # a bad command-line option
 
 
 def set_value(item: str) -> tuple[str, object]:
-    """``"key=value"`` -> ``(key, value)`` typed as the ``TrainConfig`` field (``none`` for an optional one,
-    ``true``/``false`` for a flag, JSON for ``extra``)."""
-    from .train import TrainConfig
-
-    key, sep, raw = item.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. --set epochs=10")
+    """``"key=value"`` -> ``(key, value)`` typed as the ``TrainConfig`` field (:func:`osdpm_lib.settings.typed`:
+    ``none`` for an optional one, ``true``/``false`` for a flag, JSON for ``extra``)."""
+    key, raw = settings.split(item)
     if key in OWN_OPTIONS:
         raise UsageError(f"--set {key}=...: use --{key}")
-    hints = typing.get_type_hints(TrainConfig)
-    if key not in hints:
-        raise UsageError(f"--set {key}=...: {key!r} is not a TrainConfig field; fields: {', '.join(hints)}")
-    typ = hints[key]
-    args = typing.get_args(typ)
-    base = next((a for a in args if a is not type(None)), typ) if args else typ
-    if type(None) in args and raw.strip().lower() in ("none", "null", ""):
-        return key, None
-    try:
-        if base is bool:
-            if raw.strip().lower() not in _TRUE + _FALSE:
-                raise ValueError(f"not one of {_TRUE + _FALSE}")
-            return key, raw.strip().lower() in _TRUE
-        if base is dict:
-            value = json.loads(raw)
-            if not isinstance(value, dict):
-                raise ValueError("not a JSON object")
-            return key, value
-        return key, base(raw)
-    except ValueError as exc:
-        raise UsageError(f"--set {key}={raw}: {key} takes {getattr(base, '__name__', base)} ({exc})") from None
+    fields = settings.train_fields()
+    if key not in fields:
+        raise UsageError(f"--set {key}=...: {key!r} is not a TrainConfig field; fields: {', '.join(fields)}")
+    return key, settings.typed(key, raw, fields[key])
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from osdpm_lib import profiles
+from osdpm_lib.baselines import profiles as baseline_profiles
+
 from osdpm_lib.cache import Normalizer
 from osdpm_lib.models import OSDPM, build_clip, preprocess_config, tokenizer_for
 
@@ -37,3 +40,11 @@ def tiny_models(tiny_clip):
             "text": text, "clip": clip}
 
 
+
+
+@pytest.fixture
+def profile_tables(monkeypatch):
+    """The profile tables restored after the test: ``settings.apply`` (the runner's --set, --smoke) registers a
+    derived profile in them."""
+    monkeypatch.setattr(profiles, "PROFILES", dict(profiles.PROFILES))
+    monkeypatch.setattr(baseline_profiles, "BASELINE_PROFILES", dict(baseline_profiles.BASELINE_PROFILES))

@@ -26,7 +26,7 @@ def test_relative_paths_do_not_depend_on_the_working_directory(cwd, monkeypatch)
     monkeypatch.chdir(ROOT / cwd)
     monkeypatch.delenv(paths.CHAIN_ENV, raising=False)
     assert paths.resolve("data/rsicd") == ROOT / "data" / "rsicd"
-    assert paths.resolve("../shared/data/rsicd") == ROOT / ".." / "shared" / "data" / "rsicd"
+    assert paths.resolve("../shared/data/rsicd") == ROOT.parent / "shared" / "data" / "rsicd"
     assert paths.resolve("", "data") == ROOT / "data" / "embedded"
     assert paths.resolve("", "runs") == ROOT / "runs" / "embedded"
     assert paths.resolve("", "results") == ROOT / "results" / "embedded"
@@ -128,3 +128,18 @@ def test_notebook_runs_from_notebooks_and_writes_only_under_the_root(tmp_path):
         assert sorted(p.name for p in (ROOT / "notebooks").iterdir()) == before
     finally:
         shutil.rmtree(out, ignore_errors=True)
+
+
+def test_a_folder_outside_the_project_is_named_absolute_in_errors(tmp_path):
+    """The runner writes a folder outside the project as ``../../tmp/...`` (no machine path in the notebook); a
+    notebook resolves it to the folder itself, so an error names ``/tmp/.../realmini_amfmn``, not ``<root>/../..``."""
+    from osdpm_lib import data
+
+    missing = (tmp_path / "realmini_amfmn").resolve()
+    param = paths.relative(missing)
+    assert param.startswith("..")
+    assert paths.resolve(param) == missing
+    with pytest.raises(data.AnnotationError) as exc:
+        data.load(paths.resolve(param))
+    assert str(missing) in str(exc.value) and "/../" not in str(exc.value)
+    assert paths.checkpoint(paths.relative(tmp_path)) == str(tmp_path.resolve())

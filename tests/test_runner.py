@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from osdpm_lib import paths, runner
+from osdpm_lib import paths, profiles, runner, settings
 
 
 def test_paths_are_relative_to_the_project_root(tmp_path):
@@ -100,3 +100,79 @@ def test_param_option_reaches_the_study_chain(monkeypatch):
     runner.main(["--study", "--only", "01", "-p", "budget_s", "9000", "-p", "safety", "1.5"])
     assert seen["name"] == "study" and seen["source"] == runner.STUDY_DIR
     assert seen["budget_s"] == 9000 and seen["safety"] == 1.5
+
+
+def test_set_and_smoke_reach_the_chain_as_overrides(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(runner, "run_chain", lambda *a, **kw: seen.update(args=a, kw=kw))
+    runner.main(["--dataset", "data/rsicd", "--name", "r", "--profile", "finetune", "--set", "epochs=2",
+                 "--set", "seeds=0,1", "--set", "baselines.weights=none"])
+    assert seen["kw"] == {"overrides": {"epochs": 2, "seeds": [0, 1], "baselines.weights": None}}
+    runner.main(["--profile", "finetune", "--smoke", "--set", "epochs=3"])     # --set wins over --smoke
+    assert seen["kw"]["overrides"] == settings.SMOKE | {"epochs": 3}
+    runner.main(["--profile", "finetune", "--smoke"])
+    assert seen["kw"]["overrides"] == settings.SMOKE
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--profile", "ci", "--set", "epoch=1"], "'epoch' is not a key of profile 'ci'"),
+    (["--profile", "finetune", "--set", "baselines.lr=fast"], "baselines.lr takes float"),
+    (["--study", "--smoke"], "the study"),
+])
+def test_bad_overrides_stop_before_any_notebook(args, message, monkeypatch):
+    monkeypatch.setattr(runner, "run_chain", lambda *a, **kw: pytest.fail("a chain ran"))
+    with pytest.raises(SystemExit, match=message):
+        runner.main(args)
+
+
+def test_overrides_give_the_chain_its_own_folders_and_reach_every_notebook(tmp_path, profile_tables):
+    full, params = runner.chain_parameters("r", "finetune", results_root=tmp_path / "results",
+                                           runs_root=tmp_path / "runs")
+    assert params["overrides"] == {}
+    smoke, sparams = runner.chain_parameters("r", "finetune", results_root=tmp_path / "results",
+                                             runs_root=tmp_path / "runs", overrides=settings.SMOKE)
+    other, oparams = runner.chain_parameters("r", "finetune", results_root=tmp_path / "results",
+                                             runs_root=tmp_path / "runs", overrides=["crop_scale=0.4,1"])
+    assert (full.name, smoke.name) == ("r", "r.smoke") and other.name.startswith("r.set-")
+    for key in ("data_dir", "runs_dir", "out_dir"):
+        assert len({params[key], sparams[key], oparams[key]}) == 3, key
+    assert sparams["overrides"] == settings.SMOKE and oparams["overrides"] == {"crop_scale": [0.4, 1.0]}
+    # the run identities differ too: the smoke profile's configuration is another run
+    smoke_profile = settings.apply("finetune", sparams["overrides"])
+    assert profiles.train_config(smoke_profile, "osdpm", 0).key() != profiles.train_config("finetune", "osdpm", 0).key()
+    with pytest.raises(settings.UsageError, match="'lr_backbone' is not a key of profile 'finetune'"):
+        runner.chain_parameters("r", "finetune", results_root=tmp_path, overrides={"lr_backbone": 1e-5})
+
+
+def test_every_notebook_with_a_profile_declares_overrides(tmp_path):
+    import jupytext
+    import papermill as pm
+
+    for nb in runner.notebooks():
+        path = tmp_path / f"{nb.stem}.ipynb"
+        jupytext.write(jupytext.read(nb), path)
+        declared = pm.inspect_notebook(path)
+        assert ("overrides" in declared) == ("profile" in declared), nb.name
+        if "profile" in declared:
+            assert "settings.apply(profile, overrides)" in nb.read_text(), nb.name
+
+
+def test_batch_sets_take_overrides(tmp_path, monkeypatch):
+    sets = tmp_path / "sets.yml"
+    sets.write_text("- name: quick\n  profile: ci\n  set: {epochs: 1, seeds: [0], baselines.epochs: 1}\n"
+                    "- name: book\n")
+    seen = []
+    monkeypatch.setattr(runner, "run_chain", lambda *a, **kw: seen.append((a, kw)))
+    runner.main(["--batch", str(sets)])
+    assert seen[0] == (("quick", "ci", "embedded", None), {"overrides": {"epochs": 1, "seeds": [0],
+                                                                          "baselines.epochs": 1}})
+    assert seen[1] == (("book", "default", "embedded", None), {"overrides": {}})
+    sets.write_text("- name: quick\n  profile: ci\n  set: {epochs: one}\n")
+    with pytest.raises(SystemExit, match=r"sets.yml: set 'quick': epochs=one: epochs takes int"):
+        runner.main(["--batch", str(sets)])
+    sets.write_text("- name: quick\n  set: {epoch: 1}\n")
+    with pytest.raises(SystemExit, match=r"'epoch' is not a key of profile 'default'"):
+        runner.main(["--batch", str(sets)])
+    sets.write_text("- name: quick\n  set: [epochs, 1]\n")
+    with pytest.raises(SystemExit, match=r"'set' must be a mapping"):
+        runner.main(["--batch", str(sets)])
