@@ -21,7 +21,7 @@ export ATEN_CPU_CAPABILITY := avx2
 export MKL_CBWR := AVX2
 export ONEDNN_MAX_CPU_ISA := AVX2
 
-.PHONY: setup wordnet browser lab book book-ci study pretrain pretrain-resnet tune test test-real unit nbval bench mutate clean
+.PHONY: setup wordnet browser lab book book-ci study pretrain pretrain-resnet tune test test-real test-all unit nbval bench mutate clean
 
 setup: $(VENV)/.installed wordnet
 
@@ -96,6 +96,9 @@ nbval: setup browser
 	$(PY) -m pytest -m "not real_architecture" tests_book
 
 test: unit nbval
+
+# every test: make test (its 10-minute budget) and the real-architecture test (minutes more); .ci/run calls this
+test-all: test test-real
 
 # tests_book/test_real_architecture.py: open_clip ViT-B-32 with random weights saved as a local state dict, 224 px,
 # 16 real-layout images (JPEG and TIFF), notebooks 01-07 with --smoke's overrides; Table 3 and the figures checked.
