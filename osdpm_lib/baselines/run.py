@@ -22,7 +22,8 @@ and shared by all systems (kept on the CPU; each batch moves to the device): ``(
 system of the profile reads them all (AMFMN, GaLR; the others then get views of the last two, the same numbers).
 A run folder (:func:`run_folder`) holds ``config.json``, ``metrics.csv`` (per epoch), ``test_contrib.npz`` (each
 test image's contributions to the recalls, for :func:`versus_clip`) and ``result.json`` (and ``full/`` for the
-retrain on train+val); a finished run of the same configuration and data is returned as it is.
+retrain on train+val; ``teacher/`` for a distilling system's teacher, :func:`_teacher`); a finished run of the same
+configuration and data is returned as it is.
 :func:`versus_clip` sets each row against the fine-tuned CLIP of notebook 05 with a paired bootstrap CI.
 """
 
