@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .encoders import TextEncoder, l2norm
-from .scoring import Baseline
+from .scoring import Baseline, hinges
 
 MARGIN, BETA, GAMMA = 0.2, 0.5, 2.0          # configs/HVSA_rsitmd.yaml: alpha, adaptive_alignment.beta, gamma
 
@@ -52,10 +52,7 @@ def difficulty_weighted_loss(scores: torch.Tensor, margin: float = MARGIN, beta:
     holds the matching pairs: ``sum_{i != j} (c_ij w(c_ij) + c'_ij w(c'_ij)) / B^2`` with the caption-side hinges
     ``c_ij = [margin + s_ij - s_ii]_+``, the image-side ones ``c'_ij = [margin + s_ij - s_jj]_+`` and
     :func:`difficulty_weights` ``w``."""
-    diag = scores.diag()
-    eye = torch.eye(len(scores), dtype=torch.bool, device=scores.device)
-    cost_s = (margin + scores - diag[:, None]).clamp(min=0).masked_fill(eye, 0)
-    cost_im = (margin + scores - diag[None, :]).clamp(min=0).masked_fill(eye, 0)
+    cost_s, cost_im = hinges(scores, margin)
     total = (cost_s * difficulty_weights(cost_s, beta)).sum() + (cost_im * difficulty_weights(cost_im, beta)).sum()
     return total / len(scores) ** 2
 
