@@ -175,6 +175,19 @@ def test_lwmcr_d_distils_its_teacher_under_the_protocol(tmp_path, monkeypatch):
     assert seen == [(torch.Size([8, 8]), torch.Size([8, 8]), False)]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_one_step_of_each_on_cuda(tmp_path):
+    from osdpm_lib.baselines import run
+
+    data_dir = synth.generate(tmp_path / "emb", n_images=24, seed=0, image_size=64, n_val=8, n_test=8).parent
+    data = run.prepare(data_dir, 64)
+    for system in NEW:      # auto precision: bf16 autocast on CUDA; the teacher of LW-MCR(d) there too
+        cfg = run.BaselineConfig(system, epochs=1, batch_size=8, dim=16, word_dim=8, device="cuda")
+        res = run.train_system(cfg, data, tmp_path / system)
+        assert res["device"] == "cuda" and res["amp"] == "torch.bfloat16"
+        assert np.isfinite(res["test"]["rsum"]) and 0 <= res["test"]["mr"] <= 100
+
+
 def test_registration_profiles_and_rows():
     assert not set(NEW) & set(OPEN) and OPEN == ()
     for name in NEW:
