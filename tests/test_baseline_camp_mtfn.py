@@ -150,7 +150,7 @@ def test_one_epoch_under_the_protocol(tmp_path):
 
 
 def test_registration_profiles_and_rows():
-    assert not set(NEW) & set(OPEN) and set(OPEN) == {"LW-MCR(b)", "LW-MCR(d)", "HVSA"}
+    assert not set(NEW) & set(OPEN)
     for name in NEW:
         assert SYSTEMS[name].warmup_epochs == 0                                     # hardest negative, every epoch
         assert bool(SYSTEMS[name].rerank) == (name == "MTFN")                       # MTFN re-ranks (its i2t only)

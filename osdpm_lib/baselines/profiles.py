@@ -10,7 +10,9 @@ Offline the ResNet-18 starts from ``synthpre`` (pretrained on the book's pretrai
 ``finetune`` (real data sets) uses ImageNet weights at 224 px and fine-tunes it.  ``warmup_epochs``: chosen on
 validation (``docs/BASELINE_STUDY.md``) for the systems that do not fix their own loss schedule (VSE++ trains on
 its hardest negative from the first epoch; VSE0, AMFMN and GaLR on the sum over all negatives every epoch, AMFMN and
-GaLR as their released configurations do: :attr:`osdpm_lib.baselines.System.warmup_epochs`).
+GaLR as their released configurations do, LW-MCR as its authors' AMFMN and GaLR code, HVSA on its own
+difficulty-weighted sum: :attr:`osdpm_lib.baselines.System.warmup_epochs`).  CAMP, MTFN, LW-MCR and HVSA run in the
+``full`` and ``finetune`` profiles only (the quick book's budget stays as it was).
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ class BaselineConfig:
 
 # ------------------------------------------------------------------------------------------ profiles
 BASELINE_SYSTEMS = ["VSE++", "VSE0", "SCAN_t2i", "SCAN_i2t", "AMFMN-soft", "AMFMN-fusion", "AMFMN-sim", "GaLR",
-                    "CAMP-triplet", "CAMP-bce", "MTFN"]
+                    "CAMP-triplet", "CAMP-bce", "MTFN", "LW-MCR(b)", "LW-MCR(d)", "HVSA"]
 # the book's subset: the most cited first (the issue's order of work), VSE0 beside VSE++
 BOOK_SYSTEMS = ["VSE++", "VSE0", "SCAN_t2i", "AMFMN-soft", "GaLR"]
 BASELINE_WARMUP = None    # every epoch on the sum over all negatives (docs/BASELINE_STUDY.md)

@@ -22,7 +22,8 @@ and shared by all systems (kept on the CPU; each batch moves to the device): ``(
 system of the profile reads them all (AMFMN, GaLR; the others then get views of the last two, the same numbers).
 A run folder (:func:`run_folder`) holds ``config.json``, ``metrics.csv`` (per epoch), ``test_contrib.npz`` (each
 test image's contributions to the recalls, for :func:`versus_clip`) and ``result.json`` (and ``full/`` for the
-retrain on train+val); a finished run of the same configuration and data is returned as it is.
+retrain on train+val; ``teacher/`` for a distilling system's teacher, :func:`_teacher`); a finished run of the same
+configuration and data is returned as it is.
 :func:`versus_clip` sets each row against the fine-tuned CLIP of notebook 05 with a paired bootstrap CI.
 """
 
@@ -49,6 +50,7 @@ from .profiles import BaselineConfig, baseline_config, baseline_profile
 from .scoring import GiB, rerank, rerank_metrics, score_matrix
 
 FULL_DIR = "full"     # the final retrain on train+val, inside the selected run's folder
+TEACHER_DIR = "teacher"   # a distilling system's teacher, trained first inside the student's run folder
 CONTRIB_FILE = "test_contrib.npz"   # per-image contributions of the test scoring (plain; rerank for GaLR)
 NO_RERANK = " (no re-ranking)"   # the row of a re-ranking system's plain scores
 CLIP_ROW = "clip"     # the fine-tuned CLIP row of the ablation (osdpm_lib.ablation.ROWS): <runs>/clip_s<seed>
@@ -178,7 +180,9 @@ def train_full(cfg: BaselineConfig, data: Data, run_dir, epochs: int, features: 
                 select=False)
 
 
-def _run(cfg: BaselineConfig, data: Data, run_dir, features: dict | None, reuse: bool, select: bool) -> dict:
+def _run(cfg: BaselineConfig, data: Data, run_dir, features: dict | None, reuse: bool, select: bool,
+         keep: dict | None = None) -> dict:
+    """One run; ``keep``: filled with the trained ``model`` and the training split's ``visual`` (a teacher's)."""
     run_dir = Path(run_dir)
     identity = {"config_key": cfg.key(), "data_key": data.key}
     done = run_dir / "result.json"
@@ -196,6 +200,9 @@ def _run(cfg: BaselineConfig, data: Data, run_dir, features: dict | None, reuse:
         features = frozen_features(cfg, data, {}, backbone)
     model = build_system(cfg, backbone, len(data.vocab)).to(device)
     all_stages = SYSTEMS[cfg.system].all_stages
+    teacher = _teacher(cfg, data, run_dir, features, select) if SYSTEMS[cfg.system].teacher else None
+    if teacher is not None:
+        model.teacher_scores = teacher["scores"]
     groups = [{"params": list(model.parameters()), "lr": cfg.lr}]
     if cfg.finetune_backbone:
         groups.append({"params": list(backbone.parameters()), "lr": cfg.backbone_lr})
@@ -259,9 +266,36 @@ def _run(cfg: BaselineConfig, data: Data, run_dir, features: dict | None, reuse:
     result = {"test": test["rerank"] if re else test["plain"], **({"test_plain": test["plain"]} if re else {}),
               **({"best_epoch": best["epoch"], "best_val_rsum": best["rsum"]} if select else {"epochs": cfg.epochs}),
               **identity, "system": cfg.system, "seed": cfg.seed, "device": device.type, "amp": str(amp),
-              "train_s": round(t_train, 2), "history": history}
+              "train_s": round(t_train, 2), "history": history,
+              **({"teacher": teacher["result"]} if teacher is not None else {})}
     checkpoints.write_text(done, json.dumps(result, indent=2))
+    if keep is not None:
+        keep.update(model=model, visual=visual_of("train"))
     return result
+
+
+def _teacher(cfg: BaselineConfig, data: Data, run_dir: Path, features: dict | None, select: bool) -> dict:
+    """A distilling system's teacher (``System.teacher``), trained first under the same configuration and protocol
+    into ``run_dir/teacher/`` (always trained: its weights are not stored); returns ``{"scores": f, "result": {..}}``
+    with ``f(images, captions)`` the teacher's ``[B, B]`` score matrix of a training batch (indices of the training
+    split: its images' features from its own backbone, the captions' tokens) under no_grad, and the teacher's
+    system, selected epoch and test metrics."""
+    name = SYSTEMS[cfg.system].teacher
+    keep: dict = {}
+    res = _run(dataclasses.replace(cfg, system=name), data, run_dir / TEACHER_DIR, features, reuse=False,
+               select=select, keep=keep)
+    model, visual, tokens = keep["model"].eval(), keep["visual"], data.bundle.train.tokens
+    device, amp = cfg.resolve_device()
+
+    @torch.no_grad()
+    def scores(images, captions):
+        with _autocast(device, amp):
+            return model.score(model.encode_image(*visual(images)),
+                               model.encode_text(_trim(tokens[captions]).to(device))).float()
+
+    summary = {"system": name, "test_mr": res["test"]["mr"], "test_rsum": res["test"]["rsum"],
+               **({"best_epoch": res["best_epoch"]} if select else {"epochs": res["epochs"]})}
+    return {"scores": scores, "result": summary}
 
 
 def frozen_features(cfg: BaselineConfig, data: Data, cache: dict, backbone: GridBackbone | None = None,

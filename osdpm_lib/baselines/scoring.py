@@ -61,14 +61,21 @@ def triplet_loss(scores: torch.Tensor, margin: float | torch.Tensor = 0.2, max_v
     """VSE++'s hinge triplet loss on a batch score matrix whose diagonal holds the matching pairs: both
     directions, the hardest negative of each query (``max_violation``) or the sum over negatives.  ``margin``: a
     number, or a ``[B, B]`` tensor of each pair's margin (image ``i`` x caption ``j``; AMFMN's Eq. 30)."""
-    diag = scores.diag()
-    cost_t = (margin + scores - diag[:, None]).clamp(min=0)   # image query, wrong captions
-    cost_i = (margin + scores - diag[None, :]).clamp(min=0)   # caption query, wrong images
-    eye = torch.eye(len(scores), dtype=torch.bool, device=scores.device)
-    cost_t, cost_i = cost_t.masked_fill(eye, 0), cost_i.masked_fill(eye, 0)
+    cost_t, cost_i = hinges(scores, margin)
     if max_violation:
         return cost_t.max(1).values.sum() + cost_i.max(0).values.sum()
     return cost_t.sum() + cost_i.sum()
+
+
+def hinges(scores: torch.Tensor, margin: float | torch.Tensor = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+    """The hinge of every negative pair of a batch score matrix whose diagonal holds the matching pairs:
+    ``([margin + s_ij - s_ii]_+ , [margin + s_ij - s_jj]_+)`` (image queries with wrong captions, caption queries with
+    wrong images), the diagonal zero."""
+    diag = scores.diag()
+    eye = torch.eye(len(scores), dtype=torch.bool, device=scores.device)
+    cost_t = (margin + scores - diag[:, None]).clamp(min=0).masked_fill(eye, 0)   # image query, wrong captions
+    cost_i = (margin + scores - diag[None, :]).clamp(min=0).masked_fill(eye, 0)   # caption query, wrong images
+    return cost_t, cost_i
 
 
 def _take(rep: tuple, sl: slice) -> tuple:
