@@ -16,8 +16,10 @@ Stages (each reuses finished runs; ``python -m osdpm_lib.study --stage all`` run
 3. ``final``: every variant with the planned seeds (from :data:`FINAL_SEED0` on), purpose ``"study"``, then each
    selected model scored once on every planned fold (``<run>/folds/foldNN.npz``).
 
-The analysis (paired comparisons, verdicts, MDE and power, the sensitivity check) is notebook
-``notebooks/study/S1_study.py``; its parameters cell fixes the equivalence margin before any final run exists.
+The plan is notebook ``notebooks/study/01_plan.py`` (its parameters cell fixes the equivalence margin before any
+final run exists); the analysis (paired comparisons, verdicts, MDE and power, the sensitivity check) is
+``notebooks/study/02_verdict.py``.  Draws: the first (2026-12-04, ``results/study/draw1``) spent folds 00-09 and
+seeds 1000-1006 (now pilot runs); the second scores fold10 on with seeds 2000 on.
 """
 
 from __future__ import annotations
