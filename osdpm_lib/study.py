@@ -112,14 +112,14 @@ def carry_over(cfg, run_dir, source=None) -> str:
     ``"carried"`` or ``"retrain"`` (a stored run that ``cfg`` would not reproduce: ``cfg``'s training must replace
     it).
 
-    Only ``min_epochs`` and ``purpose`` may differ (``source``: default ``run_dir``; another folder is moved into
-    ``run_dir``).  ``purpose`` changes who may read test folds, not training.  A larger ``min_epochs`` (same
+    Only ``min_epochs`` and ``purpose`` may differ (``source``: another folder, moved into ``run_dir`` when it
+    exists; otherwise ``run_dir`` itself is checked).  ``purpose`` changes who may read test folds, not training.  A larger ``min_epochs`` (same
     ``patience``) changes nothing for a run that trained at least ``cfg.min_epochs`` epochs or ran to its maximum:
     every stop check it passed is also passed under the stricter rule, and the check that stopped it also stops the
     new one.  The run's ``config.json`` and ``selection.json`` then get ``cfg``'s key, and ``config.json`` records
     what it was (``carried_over``)."""
     run_dir = Path(run_dir)
-    source = Path(source) if source is not None else run_dir
+    source = Path(source) if source is not None and Path(source).exists() else run_dir
     cfg_file, sel_file = source / "config.json", source / "selection.json"
     if not cfg_file.is_file():
         return "none"
@@ -156,7 +156,7 @@ def _train_job(job) -> dict:
 
     cfg, data_dir, run_dir, *rest = job
     targets, source = (rest + [None, None])[:2]
-    state = carry_over(cfg, run_dir, source if source is not None and Path(source).exists() else None)
+    state = carry_over(cfg, run_dir, source)
     result = train(cfg, data_dir, run_dir, overwrite=state == "retrain")
     if targets:
         score_all(run_dir, targets)

@@ -208,3 +208,10 @@ def test_the_second_draw_never_uses_a_spent_fold(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="only 20 folds have seeds"):
         folds.generate_folds(tmp_path, 11, first=folds.FIRST_FRESH)
     assert study.FINAL_SEED0 > max(study.DRAW1_SEEDS) and study.MAX_EPOCHS - study.MIN_EPOCHS == 3
+
+
+def test_carry_over_checks_the_run_folder_when_the_source_is_gone(tmp_path):
+    cfg = study.config("clip", 1000, "design", min_epochs=9)
+    _stored_run(tmp_path / "pilot" / "run", cfg, 12)         # carried earlier: its source was moved away
+    assert study.carry_over(cfg, tmp_path / "pilot" / "run", tmp_path / "draw1" / "gone") == "same"
+    assert study.carry_over(cfg, tmp_path / "pilot" / "new", tmp_path / "draw1" / "gone") == "none"
