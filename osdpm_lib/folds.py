@@ -19,11 +19,18 @@ import sys
 from pathlib import Path
 
 REGISTRY = Path(__file__).with_name("study_folds.json")
-FOLD_SEEDS = tuple(range(9101, 9121))     # up to 20 folds; never used by the benchmark (0), pretraining or tuning
+FOLD_SEEDS = tuple(range(9101, 9141))     # up to 40 folds; never used by the benchmark (0), pretraining or tuning
 PILOT_SEED = 9000                          # the design's pilot fold (not a study fold)
 # Folds a finished draw scored: their verdict was read, so a later draw never reuses them as untouched folds.
-SPENT = {f"fold{k:02d}": "the first draw (2026-12-04: 7 seeds, min_epochs 6; results/study/draw1)" for k in range(10)}
-FIRST_FRESH = len(SPENT)                   # the second draw's folds: fold10, fold11, ...
+SPENT = ({f"fold{k:02d}": "the first draw (2026-12-04: 7 seeds, min_epochs 6; results/study/draw1)" for k in range(10)}
+         | {f"fold{k:02d}": "the second draw (2026-12-05: 10 seeds; results/study/draw2)" for k in range(10, 20)})
+FIRST_FRESH = len(SPENT)                   # the third draw's folds: fold20, fold21, ...
+
+
+def fresh_fold_names(n_folds: int) -> list[str]:
+    """The names of the ``n_folds`` folds a new draw scores: :data:`FIRST_FRESH` on (:func:`generate_folds` with
+    ``first=FIRST_FRESH`` makes them)."""
+    return [fold_name(k) for k in range(FIRST_FRESH, FIRST_FRESH + n_folds)]
 N_TEST = 1000
 N_SPARE = 20                               # the generator needs a non-empty train split: 20 images nobody reads
 IMAGE_SIZE = 64
@@ -115,11 +122,14 @@ def is_study_fold(data_dir) -> str | None:
 
 
 def refuse_study_fold(data_dir, purpose: str) -> None:
-    """Raise :class:`StudyFoldError` when ``data_dir`` is a study fold and ``purpose`` is not ``"study"``."""
+    """Raise :class:`StudyFoldError` when ``data_dir`` is a study fold and ``purpose`` is not ``"study"``; a
+    ``"design"`` run (the study's pilot) may read a :data:`SPENT` fold: its draw's verdict was read, and the next
+    draw's design measures its variance there (never its effect: the folds it scores are fresh)."""
     name = is_study_fold(data_dir)
-    if name is not None and purpose != "study":
+    if name is not None and purpose != "study" and not (purpose == "design" and name in SPENT):
         raise StudyFoldError(f"{data_dir} is the study's test fold {name} ({REGISTRY.name}); a {purpose!r} run may "
-                             "not read it: only the study's final runs (purpose='study') score the folds")
+                             "not read it: only the study's final runs (purpose='study') score the folds, and design runs the "
+                             "spent ones")
 
 
 def main(argv=None) -> int:

@@ -48,8 +48,13 @@ MODULE_LR_DURING_LR_SEARCH = 1e-3
 MAX_EXTENSIONS = 2
 TUNE_SEEDS = (200, 201, 202)                  # never the book's (0-4) nor the earlier tuning's (100-102)
 DRAW1_SEEDS = tuple(range(1000, 1007))        # the first draw's final seeds (2026-12-04), now pilot runs
-PILOT_SEEDS = TUNE_SEEDS + DRAW1_SEEDS        # the pilot: the chosen settings' tuning runs and 7 more seeds
-FINAL_SEED0 = 2000                            # the final runs: seeds 2000, 2001, ... (the second draw)
+DRAW2_SEEDS = tuple(range(2000, 2010))        # the second draw's final seeds (2026-12-05), now pilot runs
+PILOT_SEEDS = TUNE_SEEDS + DRAW1_SEEDS + DRAW2_SEEDS   # the pilot: the chosen settings' tuning runs and 17 more seeds
+FINAL_SEED0 = 3000                            # the final runs: seeds 3000, 3001, ... (the third draw)
+# The second draw's folds, spent: its runs (DRAW2_SEEDS, now pilot runs) scored them, and the pilot reads them again
+# for the variance components (one pilot fold misled both earlier plans: its between-seed variance of osdpm - clip
+# was 3.0 where the second draw's ten folds averaged 6.7, ranging 2.5-8.9 from fold to fold).
+DESIGN_FOLDS = tuple(folds.fold_name(k) for k in range(10, 20))
 MAX_EPOCHS = 12
 PATIENCE = 3
 MIN_EPOCHS = 9         # no stop before 9 of the 12 epochs: the cosine schedule spends its low-lr quarter last, and a
@@ -297,9 +302,10 @@ def score_all(run_dir, targets, split: str = "test") -> list:
 
 # ------------------------------------------------------------------------------------------------ 2. pilot
 def pilot_runs(lay: Layout, choices: dict, workers: int = WORKERS) -> pd.DataFrame:
-    """The chosen settings with :data:`PILOT_SEEDS`: the tuning runs of the chosen settings, and the first draw's
-    final runs (:data:`DRAW1_SEEDS`, carried over from ``runs/study/final`` when they are there:
-    :func:`carry_over`) or new ones."""
+    """The chosen settings with :data:`PILOT_SEEDS`: the tuning runs of the chosen settings, and the earlier draws'
+    final runs (:data:`DRAW1_SEEDS`, :data:`DRAW2_SEEDS`, carried over from ``runs/study/final`` when they are
+    there: :func:`carry_over`) or new ones; every run scored on the pilot fold, and the second draw's seeds also
+    on its spent folds (:data:`DESIGN_FOLDS`: scorings stored by its final runs are reused)."""
     jobs, meta = [], []
     for variant in VARIANTS:
         over = chosen_overrides(choices, variant)
@@ -307,11 +313,16 @@ def pilot_runs(lay: Layout, choices: dict, workers: int = WORKERS) -> pd.DataFra
         for seed in PILOT_SEEDS:
             purpose = "tuning" if seed in TUNE_SEEDS else "design"
             folder = "tuning" if seed in TUNE_SEEDS else "pilot"
-            source = lay.runs / "final" / profiles.run_name(variant, seed) if seed in DRAW1_SEEDS else None
+            earlier = seed in DRAW1_SEEDS or seed in DRAW2_SEEDS
+            source = lay.runs / "final" / profiles.run_name(variant, seed) if earlier else None
+            targets = [(lay.pilot, "pilot")] + ([(lay.folds / n, n) for n in DESIGN_FOLDS]
+                                                if seed in DRAW2_SEEDS else [])
             jobs.append((config(variant, seed, purpose, **over), lay.data, lay.runs / folder / f"{name}_s{seed}",
-                         [(lay.pilot, "pilot")], source))
+                         targets, source))
             meta.append({"variant": variant, "seed": seed, "run_dir": relative(jobs[-1][2])})
     folds.generate_fold(lay.pilot, folds.PILOT_SEED)
+    first = int(DESIGN_FOLDS[0].removeprefix("fold"))
+    folds.generate_folds(lay.folds, len(DESIGN_FOLDS), first=first)
     res = run_jobs(jobs, workers)
     return pd.DataFrame([m | {"best_val_rsum": r["best_val_rsum"], "best_epoch": r["best_epoch"],
                               "epochs_run": r["epochs_run"], "carried_over": r["carried_over"]}
@@ -320,9 +331,9 @@ def pilot_runs(lay: Layout, choices: dict, workers: int = WORKERS) -> pd.DataFra
 
 # ------------------------------------------------------------------------------------------------ 3. final
 def final_fold_names(n_folds: int) -> list[str]:
-    """The folds the final runs score: ``n_folds`` fresh ones (``folds.FIRST_FRESH`` on; the first draw spent the
-    others)."""
-    return [folds.fold_name(k) for k in range(folds.FIRST_FRESH, folds.FIRST_FRESH + n_folds)]
+    """The folds the final runs score: ``n_folds`` fresh ones (:func:`osdpm_lib.folds.fresh_fold_names`; earlier
+    draws spent the others)."""
+    return folds.fresh_fold_names(n_folds)
 
 
 def final_runs(lay: Layout, choices: dict, n_seeds: int, n_folds: int, workers: int = WORKERS) -> pd.DataFrame:
@@ -344,8 +355,11 @@ def final_runs(lay: Layout, choices: dict, n_seeds: int, n_folds: int, workers: 
 
 # ------------------------------------------------------------------------------------------------ analysis
 MAX_SEEDS = 30         # the most seeds the plan considers (the budget decides what it affords)
-SAFETY = 1.25          # the plan inflates the pilot's variance estimate (10 seeds, one fold) by this factor
-FOLD_OPTIONS = (5, 10)  # the fresh folds: 10 of the 20 seeded ones (the first draw spent the other 10)
+SAFETY = 1.5           # the plan inflates the design's variance estimate by this factor: with the analysis's own SE
+                       # model (power.predicted_se) the second draw's components x 1.25 predicted its bootstrap SE
+                       # (0.584 against 0.588), but a new draw's seeds bring their own seed variance, estimated from
+                       # 10 seeds (its 80% upper bound is 1.7x the estimate): 1.5 leaves headroom for it
+FOLD_OPTIONS = (5, 10, 15, 20)  # the fresh folds: up to 20 of the 40 seeded ones (the first two draws spent 20)
 
 
 def load_systems(runs: pd.DataFrame, fold_names, ties: str = "expected") -> dict:
@@ -371,7 +385,8 @@ def mean_metric(system: dict, name: str = "rsum") -> float:
     return float(np.mean([[metric(rf, name) for rf in rfs] for rfs in system.values()]))
 
 
-STUDY_BUDGET_S = 10800    # the whole study: 3 hours on 2 cores (2 hours could not reach the power: the first draw)
+STUDY_BUDGET_S = 17100    # the whole study from scratch: 4.75 hours on 2 cores (2 could not reach the power: the
+                          # first draw; the third draw's pilot, 20 seeds and 300 design scorings, is priced at 1.75 h)
 ANALYSIS_S = 900          # the two notebooks (scoring tables, bootstrap, sensitivity check)
 FOLD_GEN_S = 30           # generating one fold of 1,000 images beside two training workers (measured: 29 s)
 
@@ -393,35 +408,47 @@ def costs(tables_dir, budget_s: float = STUDY_BUDGET_S) -> dict:
     run_s = float(tuning["train_s"].mean()) / WORKERS * WALL_PER_TRAIN
     pilot = pd.read_csv(tables_dir / "pilot_runs.csv")
     new_pilot = int((~pilot["seed"].isin(TUNE_SEEDS)).sum())
-    tune_s, pilot_s = len(tuning) * run_s, new_pilot * run_s + len(pilot) * SCORE_S
+    design_scorings = int(pilot["seed"].isin(DRAW2_SEEDS).sum()) * len(DESIGN_FOLDS)
+    tune_s = len(tuning) * run_s
+    pilot_s = (new_pilot * run_s + (len(pilot) + design_scorings) * SCORE_S
+               + (1 + len(DESIGN_FOLDS)) * FOLD_GEN_S)
     return {"run_s": run_s, "score_s": SCORE_S, "tuning_s": tune_s, "pilot_s": pilot_s, "n_tuning_runs": len(tuning),
             "n_pilot_runs_trained": new_pilot, "study_budget_s": budget_s,
             "final_budget_s": budget_s - tune_s - pilot_s - ANALYSIS_S}
 
 
 def make_plan(pilot: dict, margin_rel: float = MARGIN_REL, max_seeds: int = MAX_SEEDS, safety: float = SAFETY,
-              pairs=PAIRS, primary=("osdpm", "clip"), cost: dict | None = None) -> dict:
+              pairs=PAIRS, primary=("osdpm", "clip"), cost: dict | None = None, design: dict | None = None) -> dict:
     """The design from the pilot's systems (one pilot fold): each pair's variance components, and the cheapest
-    seeds x folds (``cost``: :func:`costs`, within its budget) that bring the MDE to ``margin_rel`` x clip's pilot
-    Rsum for every comparison: the plan uses the componentwise maximum over the pairs (three seeds cannot pin each
-    pair's components down: in the first pilot osdpm - clip's between-seed variance came out 0.04, the other two
-    pairs' 9.1); the absolute equivalence margin is fixed here, before any final run."""
+    seeds x folds (``cost``: :func:`costs`, within its budget) that bring the ``primary`` comparison's MDE to
+    ``margin_rel`` x clip's pilot Rsum (``planned_on``: its components); the other comparisons' predicted MDE is
+    reported beside it.  (The first two draws planned on the componentwise maximum over the pairs, because 3 and
+    then 10 pilot seeds could not pin each pair's components down; the second draw's worst pair asked for more than
+    its budget allowed, and its plan settled for the smallest affordable MDE.  From 20 pilot seeds each pair's own
+    components are estimated, and the question the study must answer is the primary one.)  ``design``: the systems
+    the components come from when not the pilot's (the third draw: the second draw's seeds on the pilot fold and
+    its spent folds, :data:`DESIGN_FOLDS`); the margin always comes from clip on the pilot fold.  The absolute
+    equivalence margin is fixed here, before any final run."""
     from .power import mde, plan, predicted_se, variance_components
 
     clip_rsum = mean_metric(pilot["clip"])
     target = margin_rel * clip_rsum
-    comps = {f"{a} − {b}": variance_components(pilot[a], pilot[b], names=(a, b)) for a, b in pairs}
+    source = pilot if design is None else design
+    comps = {f"{a} − {b}": variance_components(source[a], source[b], names=(a, b)) for a, b in pairs}
     price = None if cost is None else (lambda S, F: S * len(VARIANTS) * (cost["run_s"] + F * cost["score_s"])
                                        + F * FOLD_GEN_S)
-    worst = {k: max(c[k] for c in comps.values()) for k in ("seed", "image", "seed_x_image")}
-    chosen = plan(worst, target, max_seeds, FOLD_OPTIONS, safety, price,
+    planned_on = {k: comps[f"{primary[0]} − {primary[1]}"][k] for k in ("seed", "image", "seed_x_image")}
+    chosen = plan(planned_on, target, max_seeds, FOLD_OPTIONS, safety, price,
                   None if cost is None else cost["final_budget_s"])
-    predicted = {k: mde(predicted_se(c, chosen["n_seeds"], chosen["n_folds"]), df=chosen["n_seeds"] - 1)
+    predicted = {k: mde(np.sqrt(safety) * predicted_se(c, chosen["n_seeds"], chosen["n_folds"]),
+                        df=chosen["n_seeds"] - 1)
                  for k, c in comps.items()}
     return {"margin_rel": margin_rel, "clip_rsum_pilot": clip_rsum, "margin_abs": target, "target_mde": target,
             "safety": safety, "max_seeds": max_seeds, **chosen, "primary": f"{primary[0]} − {primary[1]}",
-            "planned_on": worst,
+            "planned_on": planned_on,
             "predicted_mde": predicted, "components": comps, "pilot_seeds": sorted(pilot["clip"]),
+            "components_from": ("pilot fold" if design is None else
+                                f"{len(design['clip'])} seeds x {len(next(iter(design['clip'].values())))} folds"),
             "costs": cost}
 
 
@@ -495,48 +522,85 @@ def calibrate_plant(encs: list, gain: float, ties: str = "expected", hi: float =
 
 def sensitivity_check(runs: pd.DataFrame, fold_names, margin: float, effect_rel: float = MARGIN_REL,
                       n_reps: int = 200, n_boot: int = 500, seed: int = 0, ties: str = "expected",
-                      base: dict | None = None) -> dict:
-    """A positive and a negative control of the instrument, from the measured ``clip`` runs.
+                      base: dict | None = None, arms: str = "independent", pair=("osdpm", "clip")) -> dict:
+    """A positive and a negative control of the instrument, from measured runs: each of ``n_reps`` repetitions
+    builds a study of the same size (seed slots drawn from the runs, every fold's images resampled) and gives it
+    the design's own analysis (:func:`nested_bootstrap`, :func:`verdict`).  Returns the rate of ``better`` with a
+    planted effect (detection) and of ``better`` or ``worse`` without one (false positives).
 
-    ``planted`` clip: every run's similarities with ``alpha`` added to the true pairs, ``alpha`` calibrated on the
-    first fold of every seed so that the mean Rsum gain is ``effect_rel`` x clip's Rsum (the first draw calibrated
-    on 3 seeds x 2 folds and planted 3.2% for 3.7%).  Each of ``n_reps``
-    repetitions builds a study of the same size: per seed slot, arm A draws a run of the pool and arm B another run
-    (a different seed), and every fold's images are resampled; the design's own analysis (:func:`nested_bootstrap`,
-    :func:`verdict`) then gives a verdict.  Null: both arms from the clip runs (no true difference); planted: arm A
-    from the planted runs.  Returns the rates of ``better`` (planted) and of ``better`` or ``worse`` (null).
-    ``base``: the clip runs' run-folds when :func:`load_systems` has scored them already (``{seed: [per fold]}``)."""
+    ``planted``: a run's similarities with ``alpha`` added to the true pairs, ``alpha`` calibrated on the first fold
+    of every seed so that the mean Rsum gain is ``effect_rel`` x clip's Rsum (the first draw calibrated on 3 seeds x
+    2 folds and planted 3.2% for 3.7%).
+
+    ``arms="independent"`` (the first two draws): the ``clip`` runs only; per seed slot arm A draws a run and arm B
+    another run (a different seed).  Null: A from the clip runs; planted: A from the planted clip runs.  Its noise is
+    two independent clip seeds', about 3x the seed part of osdpm - clip in the second draw: stricter than the
+    study's comparison.
+
+    ``arms="paired"``: the study's own comparison ``pair`` (a - b), seed slots drawn with replacement and each slot
+    keeping a's and b's runs of one seed, so the repetitions carry the comparison's real seed correlation.  The
+    truth of this resampling world is the measured difference ``d`` (the study's estimate): every repetition's CIs
+    are recentred by ``-d`` (null: true difference 0), and the planted arm plants into a's runs (true difference:
+    the planted gain).
+
+    ``base``: the runs' run-folds when :func:`load_systems` has scored them already (``{variant: {seed: [per
+    fold]}}`` for ``"paired"``, ``{seed: [per fold]}`` of clip for ``"independent"``)."""
     from .evaluate import Encoded
     from .power import metric, nested_bootstrap, scored, verdict
 
-    clip = runs[runs["variant"] == "clip"].sort_values("seed")
-    encs = {int(r.seed): [Encoded.load(resolve(r.run_dir) / "folds" / f"{n}.npz") for n in fold_names]
-            for r in clip.itertuples()}
-    labels = sorted(encs)
-    if base is None:
-        base = {s: [scored(e.sims(), e.caption_image, ties) for e in encs[s]] for s in labels}
-    elif sorted(base) != labels:
-        raise ValueError(f"base holds seeds {sorted(base)}, the runs table's clip runs are seeds {labels}")
-    clip_rsum = float(np.mean([[metric(rf, "rsum") for rf in base[s]] for s in labels]))
+    if arms not in ("independent", "paired"):
+        raise ValueError(f"arms={arms!r}: 'independent' or 'paired'")
+    variants = ("clip",) if arms == "independent" else tuple(pair)
+    base = ({"clip": base} if arms == "independent" else dict(base)) if base is not None else {}
+    encs = {}
+    for v in variants:
+        rows = runs[runs["variant"] == v].sort_values("seed")
+        encs[v] = {int(r.seed): [Encoded.load(resolve(r.run_dir) / "folds" / f"{n}.npz") for n in fold_names]
+                   for r in rows.itertuples()}
+        if v not in base:
+            base[v] = {s: [scored(e.sims(), e.caption_image, ties) for e in encs[v][s]] for s in sorted(encs[v])}
+        elif sorted(base[v]) != sorted(encs[v]):
+            raise ValueError(f"base holds {v} seeds {sorted(base[v])}, the runs table's {v} runs are seeds "
+                             f"{sorted(encs[v])}")
+    labels = sorted(encs["clip"])
+    if any(sorted(encs[v]) != labels for v in variants):
+        raise ValueError(f"the paired sensitivity check needs the same seeds for {variants}: "
+                         f"{ {v: sorted(encs[v]) for v in variants} }")
+    target = variants[0]      # the arm the effect is planted into
+    clip_rsum = float(np.mean([[metric(rf, "rsum") for rf in base["clip"][s]] for s in labels]))
     gain = effect_rel * clip_rsum
-    alpha = calibrate_plant([encs[s][0] for s in labels], gain, ties)
-    plant = {s: [scored(planted(e, alpha), e.caption_image, ties) for e in encs[s]] for s in labels}
-    achieved = float(np.mean([[metric(p, "rsum") - metric(b, "rsum") for p, b in zip(plant[s], base[s])]
+    alpha = calibrate_plant([encs[target][s][0] for s in labels], gain, ties)
+    plant = {s: [scored(planted(e, alpha), e.caption_image, ties) for e in encs[target][s]] for s in labels}
+    achieved = float(np.mean([[metric(p, "rsum") - metric(b, "rsum") for p, b in zip(plant[s], base[target][s])]
                               for s in labels]))
+    shift = 0.0
+    if arms == "paired":
+        a_name, b_name = pair
+        shift = float(np.mean([[metric(x, "rsum") - metric(y, "rsum") for x, y in zip(base[a_name][s],
+                                                                                      base[b_name][s])]
+                               for s in labels]))
     rng = np.random.default_rng(seed)
     S = len(labels)
     counts = {"null": {v: 0 for v in ("better", "worse", "equivalent", "inconclusive")},
               "planted": {v: 0 for v in ("better", "worse", "equivalent", "inconclusive")}}
     for rep in range(n_reps):
-        ia = rng.integers(0, S, size=S)
-        ib = (ia + 1 + rng.integers(0, S - 1, size=S)) % S
-        bw = [rng.multinomial(rf.n_images, np.full(rf.n_images, 1.0 / rf.n_images)) for rf in base[labels[0]]]
-        for arm, pool in (("null", base), ("planted", plant)):
+        if arms == "independent":
+            ia = rng.integers(0, S, size=S)
+            ib = (ia + 1 + rng.integers(0, S - 1, size=S)) % S
+            pools_b = base["clip"]
+        else:
+            ia = ib = rng.integers(0, S, size=S)
+            pools_b = base[pair[1]]
+        bw = [rng.multinomial(rf.n_images, np.full(rf.n_images, 1.0 / rf.n_images)) for rf in base["clip"][labels[0]]]
+        for arm, pool in (("null", base[target]), ("planted", plant)):
             a = {k: pool[labels[i]] for k, i in enumerate(ia)}
-            b = {k: base[labels[i]] for k, i in enumerate(ib)}
+            b = {k: pools_b[labels[i]] for k, i in enumerate(ib)}
             c = nested_bootstrap(a, b, ("rsum",), n_boot, seed + rep, base_weights=bw)["rsum"]
-            counts[arm][verdict(c.ci95, c.ci90, margin)] += 1
-    return {"alpha": alpha, "planted_gain": achieved, "planted_gain_rel_pct": 100 * achieved / clip_rsum,
+            ci95, ci90 = (c.ci95[0] - shift, c.ci95[1] - shift), (c.ci90[0] - shift, c.ci90[1] - shift)
+            counts[arm][verdict(ci95, ci90, margin)] += 1
+    return {"arms": arms, "comparison": "clip − clip" if arms == "independent" else f"{pair[0]} − {pair[1]}",
+            "recentred_by": shift, "alpha": alpha, "planted_gain": achieved,
+            "planted_gain_rel_pct": 100 * achieved / clip_rsum,
             "target_gain": gain, "n_reps": n_reps, "n_boot": n_boot, "n_seeds": S, "n_folds": len(fold_names),
             "detection_rate": counts["planted"]["better"] / n_reps,
             "false_positive_rate": (counts["null"]["better"] + counts["null"]["worse"]) / n_reps,

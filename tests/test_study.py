@@ -14,19 +14,22 @@ from osdpm_lib.synth import generate
 from osdpm_lib.train import TrainConfig, train
 
 
+FRESH = folds.fold_name(folds.FIRST_FRESH)       # a fold no draw has spent
+
+
 @pytest.fixture
 def fold(tmp_path, monkeypatch):
-    """A tiny fold registered in a temporary registry."""
+    """A tiny fresh fold registered in a temporary registry."""
     monkeypatch.setattr(folds, "REGISTRY", tmp_path / "study_folds.json")
-    d = tmp_path / "fold00"
+    d = tmp_path / FRESH
     generate(d, n_images=24, seed=folds.FOLD_SEEDS[0], image_size=32, n_val=0, n_test=20)
-    folds.register(d, "fold00", folds.FOLD_SEEDS[0], 32)
+    folds.register(d, FRESH, folds.FOLD_SEEDS[0], 32)
     return d
 
 
 def test_tuning_design_and_book_runs_cannot_read_a_study_fold(fold, tmp_path):
     for purpose in ("tuning", "design", "book"):
-        with pytest.raises(folds.StudyFoldError, match=f"fold00 .*a '{purpose}' run may not read it"):
+        with pytest.raises(folds.StudyFoldError, match=f"{FRESH} .*a '{purpose}' run may not read it"):
             folds.refuse_study_fold(fold, purpose)
     folds.refuse_study_fold(fold, "study")              # the study's final runs may
     folds.refuse_study_fold(tmp_path, "tuning")         # any other folder is not a fold
@@ -40,20 +43,35 @@ def test_tuning_design_and_book_runs_cannot_read_a_study_fold(fold, tmp_path):
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"purpose": "tuning"}))
     with pytest.raises(folds.StudyFoldError, match="a 'tuning' run may not read it"):
-        study.score(run, fold, "fold00")
+        study.score(run, fold, FRESH)
     assert not (run / "folds").exists()
 
 
+def test_design_runs_may_read_a_spent_fold_and_nothing_else(tmp_path, monkeypatch):
+    """A spent fold (its draw's verdict was read) is design data for the next draw: the pilot's runs may score it;
+    tuning and book runs still may not, and a fresh fold stays the final runs' alone."""
+    monkeypatch.setattr(folds, "REGISTRY", tmp_path / "study_folds.json")
+    spent = tmp_path / "fold12"
+    generate(spent, n_images=24, seed=folds.FOLD_SEEDS[12], image_size=32, n_val=0, n_test=20)
+    folds.register(spent, "fold12", folds.FOLD_SEEDS[12], 32)
+    assert "fold12" in folds.SPENT
+    folds.refuse_study_fold(spent, "design")
+    folds.refuse_study_fold(spent, "study")
+    for purpose in ("tuning", "book"):
+        with pytest.raises(folds.StudyFoldError, match=f"fold12 .*a '{purpose}' run may not read it"):
+            folds.refuse_study_fold(spent, purpose)
+
+
 def test_fold_hashes_detect_a_changed_fold(fold):
-    entry = folds.registered()["fold00"]
+    entry = folds.registered()[FRESH]
     assert folds.content_hash(fold) == {k: entry[k] for k in ("json_sha256", "images_sha256", "n_test")}
-    assert entry["n_test"] == 20 and folds.is_study_fold(fold) == "fold00"
+    assert entry["n_test"] == 20 and folds.is_study_fold(fold) == FRESH
     img = sorted((fold / "images").iterdir())[0]
     img.write_bytes(img.read_bytes() + b"\0")
-    with pytest.raises(ValueError, match="study fold fold00 differs from the one recorded"):
-        folds.verify(fold, "fold00")
+    with pytest.raises(ValueError, match=f"study fold {FRESH} differs from the one recorded"):
+        folds.verify(fold, FRESH)
     with pytest.raises(ValueError, match="a fold's content never changes once recorded"):
-        folds.register(fold, "fold00", folds.FOLD_SEEDS[0], 32)
+        folds.register(fold, FRESH, folds.FOLD_SEEDS[0], 32)
 
 
 @pytest.mark.skipif(not folds.REGISTRY.is_file(), reason="no study folds registered yet")
@@ -197,17 +215,19 @@ def test_carry_over_only_runs_the_new_stopping_rule_reproduces(tmp_path):
     assert study.carry_over(looser, tmp_path / "lr2") == "none"            # nothing is there
 
 
-def test_the_second_draw_never_uses_a_spent_fold(tmp_path, monkeypatch):
-    assert folds.FIRST_FRESH == 10 and set(folds.SPENT) == {f"fold{k:02d}" for k in range(10)}
+def test_the_third_draw_never_uses_a_spent_fold(tmp_path, monkeypatch):
+    assert folds.FIRST_FRESH == 20 and set(folds.SPENT) == {f"fold{k:02d}" for k in range(20)}
     made = []
     monkeypatch.setattr(folds, "generate_fold", lambda d, seed, *a: made.append((d.name, seed)) or d)
     monkeypatch.setattr(folds, "verify", lambda d, name: {})
     folds.generate_folds(tmp_path, 5, first=folds.FIRST_FRESH)
-    assert made == [(f"fold{k}", 9101 + k) for k in range(10, 15)]
+    assert made == [(f"fold{k}", 9101 + k) for k in range(20, 25)]
+    assert study.final_fold_names(5) == [n for n, _ in made]
     assert not set(n for n, _ in made) & set(folds.SPENT)
-    with pytest.raises(ValueError, match="only 20 folds have seeds"):
-        folds.generate_folds(tmp_path, 11, first=folds.FIRST_FRESH)
-    assert study.FINAL_SEED0 > max(study.DRAW1_SEEDS) and study.MAX_EPOCHS - study.MIN_EPOCHS == 3
+    with pytest.raises(ValueError, match="only 40 folds have seeds"):
+        folds.generate_folds(tmp_path, 21, first=folds.FIRST_FRESH)
+    assert study.FINAL_SEED0 > max(study.DRAW2_SEEDS) > max(study.DRAW1_SEEDS)
+    assert study.MAX_EPOCHS - study.MIN_EPOCHS == 3
 
 
 def test_carry_over_checks_the_run_folder_when_the_source_is_gone(tmp_path):
