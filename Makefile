@@ -21,7 +21,7 @@ export ATEN_CPU_CAPABILITY := avx2
 export MKL_CBWR := AVX2
 export ONEDNN_MAX_CPU_ISA := AVX2
 
-.PHONY: setup wordnet browser lab book book-ci study pretrain pretrain-resnet tune test test-real test-all unit nbval bench mutate clean
+.PHONY: setup wordnet browser lab book book-ci study conditions pretrain pretrain-resnet tune test test-real test-all unit nbval bench mutate clean
 
 setup: $(VENV)/.installed wordnet
 
@@ -57,6 +57,7 @@ book: setup
 book-ci: setup
 	rm -rf runs/ci data/ci/.cache
 	TQDM_DISABLE=1 $(PY) -m osdpm_lib.runner --profile ci
+	TQDM_DISABLE=1 $(PY) -m osdpm_lib.runner --study --name ci/conditions --only 03 -p size ci
 	cp results/ci/tables/ablation_runs.csv tests_book/expected_ci_metrics.csv
 	$(PY) -m osdpm_lib.bench --mode ci --out results/bench.md
 
@@ -86,6 +87,14 @@ tune: setup
 # Two pytest workers (pytest-xdist): most unit tests are single-threaded Python, so two run in about 3/4 of the time.
 unit: setup
 	$(PY) -m pytest -n 2 tests
+
+# The controlled-conditions study (README "Conditions"; osdpm_lib/study_conditions.py, notebooks/study/03): the
+# study's settings and stopping rule on four generator conditions, 4 seeds x 4 untouched folds each, verdicts against
+# the same margin -> results/conditions.  About 2 h on 2 cores; finished runs are reused.  The default condition is
+# the study's latest draw (make study first).
+conditions: setup
+	TQDM_DISABLE=1 $(PY) -m osdpm_lib.study_conditions
+	TQDM_DISABLE=1 $(PY) -m osdpm_lib.runner --study --name conditions --only 03
 
 # nbval re-executes the stored CI-size notebooks in place and compares outputs (sanitised);
 # tests_book then checks the metrics they regenerated against stored values with a tolerance, and runs notebook 04

@@ -45,12 +45,15 @@ def fold_name(k: int) -> str:
     return f"fold{k:02d}"
 
 
-def generate_fold(out_dir, seed: int, n_test: int = N_TEST, image_size: int = IMAGE_SIZE) -> Path:
+def generate_fold(out_dir, seed: int, n_test: int = N_TEST, image_size: int = IMAGE_SIZE,
+                  condition: str = "default") -> Path:
     """One fold: the embedded benchmark's generator at ``seed`` with ``n_test`` test images (stratified by scene, as
-    the book's test split) and no validation split."""
+    the book's test split) and no validation split; ``condition``: a generator condition
+    (:mod:`osdpm_lib.synth.conditions`; the conditions study's folds)."""
     from .synth import generate
 
-    generate(out_dir, n_images=n_test + N_SPARE, seed=seed, image_size=image_size, n_val=0, n_test=n_test)
+    generate(out_dir, n_images=n_test + N_SPARE, seed=seed, image_size=image_size, n_val=0, n_test=n_test,
+             condition=condition)
     return Path(out_dir)
 
 
@@ -96,13 +99,13 @@ def register(data_dir, name: str, seed: int, image_size: int = IMAGE_SIZE) -> di
     return entry
 
 
-def verify(data_dir, name: str) -> dict:
+def verify(data_dir, name: str, seed: int | None = None) -> dict:
     """The fold's hashes, checked against its registry entry (registered on first sight: the generation that made
-    the registry); a mismatch names both."""
+    the registry; ``seed``: its generator seed, default :data:`FOLD_SEEDS` of the name's number); a mismatch names
+    both."""
     reg = registered()
-    k = int(name.removeprefix("fold"))
     if name not in reg:
-        return register(data_dir, name, FOLD_SEEDS[k])
+        return register(data_dir, name, FOLD_SEEDS[int(name.removeprefix("fold"))] if seed is None else seed)
     got = content_hash(data_dir)
     want = {k2: reg[name][k2] for k2 in got}
     if got != want:

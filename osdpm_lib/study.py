@@ -447,6 +447,7 @@ def make_plan(pilot: dict, margin_rel: float = MARGIN_REL, max_seeds: int = MAX_
             "safety": safety, "max_seeds": max_seeds, **chosen, "primary": f"{primary[0]} − {primary[1]}",
             "planned_on": planned_on,
             "predicted_mde": predicted, "components": comps, "pilot_seeds": sorted(pilot["clip"]),
+            "fold_names": final_fold_names(chosen["n_folds"]), "final_seed0": FINAL_SEED0,
             "components_from": ("pilot fold" if design is None else
                                 f"{len(design['clip'])} seeds x {len(next(iter(design['clip'].values())))} folds"),
             "costs": cost}
@@ -605,6 +606,26 @@ def sensitivity_check(runs: pd.DataFrame, fold_names, margin: float, effect_rel:
             "detection_rate": counts["planted"]["better"] / n_reps,
             "false_positive_rate": (counts["null"]["better"] + counts["null"]["worse"]) / n_reps,
             "null_equivalent_rate": counts["null"]["equivalent"] / n_reps, "counts": counts}
+
+
+def plateau(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per run of a runs table (``run_dir``): the selected epoch, the epochs run, whether the selected epoch is the
+    last possible one (``at_max``), and how much the selected epoch's validation Rsum exceeds the best epoch before
+    it (``gain_over_earlier``; read from the run's ``metrics.csv``).  A run that selects its last epoch by a gain
+    far below the epoch-to-epoch noise (``val_step_sd``: SD of the validation Rsum's change between consecutive
+    epochs over the run's last ``PATIENCE + 1`` epochs) sits on a plateau: the argmax of nearly equal models."""
+    rows = []
+    for r in runs.itertuples():
+        m = pd.read_csv(resolve(r.run_dir) / "metrics.csv").set_index("epoch")["val_rsum"]
+        m = m[m.index >= 1]
+        best = int(m.idxmax())
+        earlier = m[m.index < best]
+        tail = m.iloc[-(PATIENCE + 1):].diff().dropna()
+        rows.append({"variant": r.variant, "seed": int(r.seed), "best_epoch": best, "epochs_run": int(m.index.max()),
+                     "at_max": best == MAX_EPOCHS,
+                     "gain_over_earlier": float(m[best] - earlier.max()) if len(earlier) else float("nan"),
+                     "val_step_sd": float(tail.std(ddof=1)) if len(tail) > 1 else float("nan")})
+    return pd.DataFrame(rows)
 
 
 def tuning_summary(runs: pd.DataFrame) -> pd.DataFrame:

@@ -235,3 +235,64 @@ def test_carry_over_checks_the_run_folder_when_the_source_is_gone(tmp_path):
     _stored_run(tmp_path / "pilot" / "run", cfg, 12)         # carried earlier: its source was moved away
     assert study.carry_over(cfg, tmp_path / "pilot" / "run", tmp_path / "draw1" / "gone") == "same"
     assert study.carry_over(cfg, tmp_path / "pilot" / "new", tmp_path / "draw1" / "gone") == "none"
+
+
+def test_plateau_measures_the_last_epochs_gain(tmp_path):
+    """A run that selects its last epoch by 0.2 Rsum over epoch 11 (steps of about 1) sits on a plateau; one that
+    selects epoch 8 and stops at 11 is below the maximum; epoch 0 (before training) never counts."""
+    def stored(name, vals):
+        d = tmp_path / name
+        d.mkdir()
+        pd.DataFrame({"epoch": range(len(vals)), "val_rsum": vals}).to_csv(d / "metrics.csv", index=False)
+        return {"variant": "clip", "seed": len(vals), "run_dir": str(d)}
+
+    flat = [99.0, 30, 35, 38, 40, 41, 42, 43, 44, 45, 46, 47.0, 47.2]
+    early = [99.0, 30, 35, 38, 40, 41, 42, 43, 48, 47, 46, 45]
+    got = study.plateau(pd.DataFrame([stored("flat", flat), stored("early", early)])).set_index("seed")
+    assert bool(got.loc[13, "at_max"]) and got.loc[13, "best_epoch"] == 12
+    assert got.loc[13, "gain_over_earlier"] == pytest.approx(0.2)
+    assert got.loc[13, "val_step_sd"] == pytest.approx(np.std([1.0, 1.0, 0.2], ddof=1))
+    assert not bool(got.loc[12, "at_max"]) and got.loc[12, "best_epoch"] == 8 and got.loc[12, "epochs_run"] == 11
+    assert got.loc[12, "gain_over_earlier"] == pytest.approx(5.0)
+
+
+def _encoded_runs(tmp_path, n_seeds=6, n_folds=2, n_img=40, per=2, dim=16):
+    """clip and osdpm runs on tiny folds: each seed's runs share a large seed-specific distortion (the two variants
+    of one seed are correlated, as the study's are), osdpm adds a small one of its own."""
+    from osdpm_lib.evaluate import Encoded
+
+    rows = []
+    truth = [np.random.default_rng(50 + f).normal(size=(n_img, dim)) for f in range(n_folds)]
+    for s in range(n_seeds):
+        rng = np.random.default_rng(s)
+        seed_noise = [rng.normal(scale=4.0, size=(n_img * per, dim)) for _ in range(n_folds)]
+        for variant, extra in (("clip", 0.0), ("osdpm", 0.15)):
+            d = tmp_path / f"{variant}_s{s}"
+            for f in range(n_folds):
+                t = np.repeat(truth[f], per, axis=0) + seed_noise[f] + rng.normal(scale=extra, size=seed_noise[f].shape)
+                img = truth[f] / np.linalg.norm(truth[f], axis=1, keepdims=True)
+                txt = t / np.linalg.norm(t, axis=1, keepdims=True)
+                Encoded(img.astype(np.float32), txt.astype(np.float32), np.repeat(np.arange(n_img), per)).save(
+                    d / "folds" / f"f{f}.npz")
+            rows.append({"variant": variant, "seed": s, "run_dir": str(d)})
+    return pd.DataFrame(rows), [f"f{f}" for f in range(n_folds)]
+
+
+def test_paired_sensitivity_check_keeps_the_comparison_s_seed_correlation(tmp_path):
+    """The paired check resamples (osdpm, clip) runs of one seed together and recentres on the measured difference:
+    with correlated variants its noise is the pair's, not two independent seeds'; it detects a planted effect that
+    the independent-arms check (clip against another clip seed) detects less often, and its null stays quiet."""
+    runs, names = _encoded_runs(tmp_path)
+    kw = dict(effect_rel=0.05, n_reps=30, n_boot=200)
+    systems = study.load_systems(runs, names)
+    margin = 0.05 * study.mean_metric(systems["clip"])
+    paired = study.sensitivity_check(runs, names, margin, arms="paired", base=systems, **kw)
+    indep = study.sensitivity_check(runs, names, margin, arms="independent", **kw)
+    measured = study.mean_metric(systems["osdpm"]) - study.mean_metric(systems["clip"])
+    assert paired["recentred_by"] == pytest.approx(measured) and indep["recentred_by"] == 0
+    assert paired["comparison"] == "osdpm − clip" and indep["comparison"] == "clip − clip"
+    assert paired["planted_gain_rel_pct"] == pytest.approx(5, abs=1.5)
+    assert paired["detection_rate"] >= 0.9 and paired["detection_rate"] > indep["detection_rate"]
+    assert paired["false_positive_rate"] <= 0.1
+    with pytest.raises(ValueError, match="'independent' or 'paired'"):
+        study.sensitivity_check(runs, names, margin, arms="crossed")
