@@ -25,6 +25,8 @@ Mechanism checks (arrays in, so they are testable without training):
   (:func:`small_object_images`) reported separately.
 * :func:`cluster_purity`: is an image's nearest OSFCM prototype one of the categories its captions name?
 * DAPN's share of the embedding is :meth:`osdpm_lib.models.OSDPM.dapn_ratio`.
+* :func:`mechanism_checks`: all three on trained runs (variant -> run folder) and the first images of a generated
+  data set's val (or train) split: the pointing game and DAPN's share per DAPN variant, the purity per OSFCM variant.
 
 Command line (the measurements of docs/CONDITIONS.md)::
 
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -297,6 +299,91 @@ def cluster_purity(image_features: np.ndarray, prototypes: np.ndarray, named: np
     hit = np.where(has, 1.0 - miss, np.nan)
     return {"n_images": int(has.sum()), "purity": float(np.nanmean(hit)) if has.any() else float("nan"),
             "chance": float(m[has].mean(axis=1).mean()) if has.any() else float("nan"), "hit": hit}
+
+
+def mechanism_checks(run_dirs: Mapping[str, Path], data_dir, split: str = "val", n_images: int = 200,
+                     batch_size: int = 64) -> dict:
+    """The mechanism checks of trained runs on the first ``n_images`` images of ``split`` of a generated data set.
+
+    ``run_dirs``: variant name (``"clip+dapn"``, ``"osdpm"``, ``"clip"``) -> a finished run folder of
+    :func:`osdpm_lib.train.train` (its selected model, :func:`osdpm_lib.train.load_trained`, on the CPU in eval mode
+    under ``torch.no_grad``).  ``data_dir``: a generated benchmark (with ``ground_truth.json``).  ``split`` must not be
+    ``"test"`` (``ValueError``): the checks choose nothing, but they read no test split either.
+
+    Returns ``n_images`` (the images used), ``split`` and, keyed by variant:
+
+    * ``pointing``: per variant with DAPN's saliency map, the rows of :func:`dapn_pointing_game` as records (DAPN
+      saliency, the ``center`` and ``random (expected)`` references; accuracies in %, NaN where nothing is scored);
+    * ``dapn_ratio``: per variant with DAPN, the mean :func:`osdpm_lib.models.dapn_share` over the images (what
+      :meth:`osdpm_lib.models.OSDPM.dapn_ratio` gives on them all at once);
+    * ``purity``: per variant with OSFCM, :func:`cluster_purity` (``purity``, ``chance``, ``n_images``; without the
+      per-image ``hit``) of the model's (normalised) image embeddings against the prototypes the loaded model holds
+      (``OSFCM.prototypes``: trained, fixed, or for ``"text"`` those last set from the text tower), one per
+      :data:`osdpm_lib.lexicon.CATEGORY_NAMES`; ``named`` is ``counts > 0`` of
+      :func:`osdpm_lib.priors.image_priors` over those categories (any caption of the image names the category).
+
+    A variant without DAPN (or without OSFCM) has no entry in the checks that need it; one whose DAPN has no
+    saliency-region attention has a ``dapn_ratio`` but no ``pointing``.
+    """
+    import torch
+
+    from . import lexicon
+    from .cache import Normalizer, image_cache
+    from .explain import target_boxes
+    from .priors import image_priors
+    from .train import load_trained
+
+    if split == "test":
+        raise ValueError("mechanism_checks reads no test split: use split='val' (or 'train')")
+    if n_images < 1 or batch_size < 1:
+        raise ValueError(f"n_images and batch_size must be >= 1, got {n_images} and {batch_size}")
+    data_dir = Path(data_dir)
+    gt = _ground_truth(data_dir)
+    records = load(data_dir / JSON_NAME).split(split)[:n_images]
+    if not records:
+        raise ValueError(f"{data_dir}: split {split!r} is empty")
+    side = groundtruth.image_size(gt)
+    boxes = target_boxes(records, gt)
+    filenames = [r.filename for r in records]
+    named = None
+    images: dict[int, torch.Tensor] = {}
+    out: dict = {"n_images": len(records), "split": split, "pointing": {}, "dapn_ratio": {}, "purity": {}}
+    for variant, run_dir in run_dirs.items():
+        model, _, pre, _ = load_trained(run_dir, device="cpu")
+        if model.dapn is None and model.osfcm is None:
+            continue
+        size = pre["image_size"]
+        if size not in images:
+            images[size] = image_cache(filenames, data_dir / IMAGES_DIR, size, workers=1, progress=False)
+        norm = Normalizer(pre["mean"], pre["std"])
+        feats, saliency, shares = [], [], []
+        model.eval()
+        with torch.no_grad():
+            for i in range(0, len(records), batch_size):
+                x = norm(images[size][i:i + batch_size])
+                if model.dapn is None:
+                    feats.append(model.encode_image(x).float().numpy())
+                    continue
+                z, maps = model.encode_image(x, return_maps=True)
+                feats.append(z.float().numpy())
+                shares.append(maps["dapn_share"].float().numpy())
+                if "saliency" in maps:
+                    saliency.append(maps["saliency"].float().numpy())
+        if model.dapn is not None:
+            out["dapn_ratio"][variant] = float(np.concatenate(shares).mean())
+            if saliency:
+                table = dapn_pointing_game(np.concatenate(saliency), boxes, side)
+                out["pointing"][variant] = table.to_dict("records")
+        if model.osfcm is not None:
+            prototypes = model.osfcm.prototypes.detach().float().numpy()
+            if len(prototypes) != len(lexicon.CATEGORY_NAMES):
+                raise ValueError(f"{run_dir}: {len(prototypes)} OSFCM prototypes for "
+                                 f"{len(lexicon.CATEGORY_NAMES)} lexicon categories")
+            if named is None:
+                named = image_priors(records, lexicon.CATEGORY_NAMES).counts > 0
+            res = cluster_purity(np.concatenate(feats), prototypes, named)
+            out["purity"][variant] = {k: res[k] for k in ("purity", "chance", "n_images")}
+    return out
 
 
 # -------------------------------------------------------------------------------------------- CLI

@@ -285,3 +285,76 @@ def test_measures_need_a_generated_data_set(tmp_path):
     for f in (C.object_table, C.twin_stats, C.pair_similarity):
         with pytest.raises(FileNotFoundError, match="ground_truth.json"):
             f(tmp_path)
+
+
+# ---- mechanism checks on trained runs -----------------------------------------------------------------------------
+
+MECH_IMAGES = 10
+
+
+@pytest.fixture(scope="module")
+def mech_runs(tmp_path_factory):
+    """A tiny 32 px benchmark and a 1-epoch run of each variant (random init, no test split scored)."""
+    from osdpm_lib.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("mechanism")
+    data = synth.generate(root / "data", n_images=24, seed=SEED, image_size=32, n_val=12, n_test=4).parent
+    runs = {}
+    for variant in ("clip", "clip+dapn", "osdpm"):
+        cfg = TrainConfig(variant=variant, epochs=1, batch_size=8, progress=False, score_test=False,
+                          stage_embeddings=False, threads=1)
+        train(cfg, data, root / variant)
+        runs[variant] = root / variant
+    return data, runs
+
+
+def test_mechanism_checks_on_trained_runs(mech_runs):
+    import torch
+
+    from osdpm_lib import explain
+    from osdpm_lib.cache import Normalizer, image_cache
+    from osdpm_lib.data import load as load_annotations
+    from osdpm_lib.synth import groundtruth
+    from osdpm_lib.train import load_trained
+
+    data, runs = mech_runs
+    r = C.mechanism_checks(runs, data, n_images=MECH_IMAGES, batch_size=4)
+    assert set(r) == {"n_images", "split", "pointing", "dapn_ratio", "purity"}
+    assert (r["n_images"], r["split"]) == (MECH_IMAGES, "val")
+    assert set(r["pointing"]) == set(r["dapn_ratio"]) == {"clip+dapn", "osdpm"}
+    assert set(r["purity"]) == {"osdpm"}
+
+    records = load_annotations(data / synth.JSON_NAME).split("val")[:MECH_IMAGES]
+    gt = groundtruth.load_ground_truth(data)
+    ref = explain.pointing_game({}, explain.target_boxes(records, gt), groundtruth.image_size(gt)).set_index("map")
+    for variant, rows in r["pointing"].items():
+        t = pd.DataFrame(rows).set_index("map")
+        assert list(t.index) == ["saliency", "center", "random (expected)"]
+        assert (t["n_images"] > 0).all() and (t["n_images"] <= MECH_IMAGES).all()
+        for col in ("accuracy", "accuracy_small"):
+            vals = t[col].dropna()
+            assert ((vals >= 0) & (vals <= 100)).all(), (variant, col)
+        assert not np.isnan(t.loc["saliency", "accuracy"])
+        for row in ("center", "random (expected)"):   # the references are explain.pointing_game's
+            assert t.loc[row, "accuracy"] == pytest.approx(ref.loc[row, "accuracy"])
+            assert t.loc[row, "n_images"] == ref.loc[row, "n_images"]
+
+    for variant, ratio in r["dapn_ratio"].items():   # OSDPM.dapn_ratio on the same images at once
+        model, _, pre, _ = load_trained(runs[variant])
+        x = image_cache([rec.filename for rec in records], data / synth.IMAGES_DIR, pre["image_size"], workers=1,
+                        progress=False)
+        with torch.no_grad():
+            expected = model.dapn_ratio(Normalizer(pre["mean"], pre["std"])(x))
+        assert ratio == pytest.approx(expected, rel=1e-4, abs=1e-7) and ratio >= 0   # 0: best.pt is epoch 0
+
+    p = r["purity"]["osdpm"]
+    assert set(p) == {"purity", "chance", "n_images"}
+    assert 0 <= p["purity"] <= 1 and 0 < p["chance"] <= 1 and 0 < p["n_images"] <= MECH_IMAGES
+
+
+def test_mechanism_checks_refuse_test_and_skip_clip(mech_runs):
+    data, runs = mech_runs
+    with pytest.raises(ValueError, match="test"):
+        C.mechanism_checks(runs, data, split="test")
+    r = C.mechanism_checks({"clip": runs["clip"]}, data, n_images=4)
+    assert r["n_images"] == 4 and r["pointing"] == {} and r["dapn_ratio"] == {} and r["purity"] == {}
