@@ -176,6 +176,22 @@ def forest_rows(table: pd.DataFrame) -> pd.DataFrame:
     return rel.assign(comparison=rel["condition"] + ": " + rel["comparison"])
 
 
+def zero_shot_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per condition, the pretrained CLIP before fine-tuning against fine-tuned clip, on the condition's
+    *validation* split: ``zero_shot_val_rsum`` (each clip run's epoch-0 row of ``metrics.csv``: the model before
+    its first step), ``finetuned_val_rsum`` (the clip runs' selected epoch; selected on that split, so slightly
+    optimistic) and their ratio.  A descriptive measure of how far the condition sits from the pretraining data
+    (the domain-gap condition's), not a comparison of the study."""
+    rows = []
+    for c, g in runs[runs["variant"] == "clip"].groupby("condition", sort=False):
+        zs = [float(pd.read_csv(resolve(d) / "metrics.csv").set_index("epoch").loc[0, "val_rsum"])
+              for d in g["run_dir"]]
+        ft = float(g["best_val_rsum"].mean())
+        rows.append({"condition": c, "n_runs": len(g), "zero_shot_val_rsum": float(np.mean(zs)),
+                     "finetuned_val_rsum": ft, "zero_shot_over_finetuned": float(np.mean(zs)) / ft})
+    return pd.DataFrame(rows)
+
+
 def mechanism_table(checks: dict) -> pd.DataFrame:
     """One row per condition from :func:`osdpm_lib.conditions.mechanism_checks` results (``{condition: result}``):
     the pointing accuracy of osdpm's and clip+dapn's DAPN saliency (all images, and the small-object ones) beside the

@@ -124,3 +124,18 @@ def test_mechanism_table_flattens_the_checks():
     assert (r.pointing_center, r.pointing_random, r.dapn_ratio_osdpm, r.dapn_ratio_clip_dapn) == (30.0, 12.0, 0.3, 0.2)
     assert (r.purity, r.purity_chance) == (0.6, 0.2)
     assert np.isnan(t.loc["ambiguous", "pointing_dapn"]) and np.isnan(t.loc["ambiguous", "purity"])
+
+
+def test_zero_shot_table_reads_epoch_zero(tmp_path):
+    rows = []
+    for c, (zs, best) in {"default": ((20.0, 22.0), (40.0, 44.0)), "domain-gap": ((5.0, 5.0), (30.0, 34.0))}.items():
+        for k, (z, b) in enumerate(zip(zs, best)):
+            d = tmp_path / f"{c}_{k}"
+            d.mkdir()
+            pd.DataFrame({"epoch": [0, 1, 2], "val_rsum": [z, b - 1, b]}).to_csv(d / "metrics.csv", index=False)
+            rows.append({"condition": c, "variant": "clip", "seed": k, "run_dir": str(d), "best_val_rsum": b})
+        rows.append({"condition": c, "variant": "osdpm", "seed": 0, "run_dir": "unread", "best_val_rsum": 99.0})
+    t = sc.zero_shot_table(pd.DataFrame(rows)).set_index("condition")
+    assert t.loc["default", "zero_shot_val_rsum"] == 21.0 and t.loc["default", "finetuned_val_rsum"] == 42.0
+    assert t.loc["domain-gap", "zero_shot_over_finetuned"] == pytest.approx(5.0 / 32.0)
+    assert (t["n_runs"] == 2).all()

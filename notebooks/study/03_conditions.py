@@ -75,6 +75,15 @@ tables.write(props, out_dir, "condition_properties", floatfmt=".3f")
 props.round(3)
 
 # %% [markdown]
+# Zero-shot against fine-tuned (the domain gap as the model sees it): the pretrained CLIP before its first step
+# and fine-tuned clip at its selected epoch, both on the condition's validation split.
+
+# %%
+zero_shot = sc.zero_shot_table(runs)
+tables.write(zero_shot, out_dir, "condition_zero_shot")
+zero_shot.round(3)
+
+# %% [markdown]
 # ## 2 · Training to a plateau
 
 # %%
