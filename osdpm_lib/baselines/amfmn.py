@@ -221,8 +221,8 @@ class AMFMN(Baseline):
         """``calcul_loss``: the hinge triplet loss with margin 0.2 (the rows train on the sum over negatives, the
         released configs' ``max_violation: 0``); with ``prior`` (``[B, B]``, image ``i`` x caption ``j``) each
         pair's margin is Eq. 29's ``alpha_ct`` of its prior similarity (Eq. 30)."""
-        if prior is None:
-            return super().loss(scores, max_violation, positives)
+        if prior is None:       # positives passed on only when there are some: the base call as it was otherwise
+            return super().loss(scores, max_violation, **({} if positives is None else {"positives": positives}))
         return triplet_loss(scores, dynamic_margin(prior.to(scores), self.gamma, self.beta), max_violation,
                             positives)
 

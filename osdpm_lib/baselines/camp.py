@@ -154,4 +154,4 @@ class CAMP(Baseline):
     def loss(self, scores, max_violation: bool = True, positives=None):
         if self.loss_name == "bce":
             return camp_bce(scores, max_violation, positives=positives)
-        return super().loss(scores, max_violation, positives)
+        return super().loss(scores, max_violation, **({} if positives is None else {"positives": positives}))
