@@ -171,6 +171,34 @@ def random_resized_crop(x: torch.Tensor, generator: torch.Generator, scale=(0.5,
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
+# AMFMN's and GaLR's training transform (data.py of github.com/xiaoyuan1996/AMFMN and /GaLR): Resize((278, 278)),
+# RandomRotation, RandomCrop(256) of 256-px inputs; here scaled to the batch's size
+RESIZE_ROTATE_CROP_SCALE = 278 / 256
+
+
+def resize_rotate_crop(x: torch.Tensor, generator: torch.Generator, degrees: float = 0.0,
+                       scale: float = RESIZE_ROTATE_CROP_SCALE) -> torch.Tensor:
+    """AMFMN's and GaLR's training augmentation on a uint8 batch ``[N, 3, S, S]`` (uint8 out, same size), scaled to
+    ``S``: ``Resize(round(scale * S))`` (bilinear, torchvision's default), a rotation by an angle drawn per image
+    uniformly in ``[0, degrees]`` (``RandomRotation(degrees=(0, degrees))``: counter-clockwise, nearest, corners
+    filled with 0, no expansion; ``degrees=0``: none, no draw), then a random ``S x S`` crop per image
+    (``RandomCrop``).  GaLR's code rotates by up to 90 degrees; AMFMN's writes ``RandomRotation(0, 90)``, whose
+    ``degrees`` is 0 (the 90 lands in ``resample``): no rotation.  All draws come from ``generator``."""
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    n, _, h, w = x.shape
+    big_h, big_w = round(scale * h), round(scale * w)
+    y = TF.resize(x, [big_h, big_w], interpolation=InterpolationMode.BILINEAR, antialias=True)
+    if degrees:
+        angles = torch.rand(n, generator=generator) * degrees
+        y = torch.stack([TF.rotate(y[i], float(angles[i]), interpolation=InterpolationMode.NEAREST, fill=0)
+                         for i in range(n)])
+    top = torch.randint(0, big_h - h + 1, (n,), generator=generator)
+    left = torch.randint(0, big_w - w + 1, (n,), generator=generator)
+    return torch.stack([y[i, :, t:t + h, l_:l_ + w] for i, (t, l_) in enumerate(zip(top.tolist(), left.tolist()))])
+
+
 # ALBEF's RandomAugment op list as HarMA trains with it (RandomAugment(2, 7, augs=[...])): colour (autocontrast,
 # equalize, brightness, sharpness) and geometry (shear, translate, rotate; grey fill)
 RAND_AUGMENT_OPS = ("identity", "autocontrast", "equalize", "brightness", "sharpness", "shear_x", "shear_y",

@@ -350,7 +350,8 @@ class Stepper:
 
 def epoch_size(cfg: TrainConfig, split: SplitTensors) -> int:
     """The pairs one epoch draws: one per training image (``epoch_unit="image"``, a random caption each) or one
-    per training caption (``"caption"``: every caption once, as HarMA's and open_clip's pair data sets do)."""
+    per training caption (``"caption"``: every caption once, as HarMA's and open_clip's pair data sets do).
+    ``cfg``: anything with an ``epoch_unit`` (also the baselines' ``BaselineConfig``)."""
     return len(split.captions) if cfg.epoch_unit == "caption" else len(split.records)
 
 

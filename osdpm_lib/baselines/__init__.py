@@ -55,6 +55,10 @@ class System:
     revision: int = 0                           # bumped when the model changes: part of a run's identity
     all_stages: bool = False                    # reads every ResNet stage (layer1 ..), not only (low, high)
     teacher: str | None = None                  # a system trained first in the same run, distilled (LW-MCR(d))
+    rotation: float = 0.0                       # the training augmentation's random rotation, up to this many
+    # degrees (BaselineConfig.augment, osdpm_lib.cache.resize_rotate_crop): GaLR's data.py rotates by up to 90;
+    # AMFMN's, whose framework produced the AMFMN paper's RS rows of VSE++, SCAN, CAMP and MTFN, by 0
+    # (RandomRotation(0, 90): degrees 0); LW-MCR's and HVSA's loaders were not seen here: AMFMN's
 
 
 _GRID = ("4x4 (64 px) or 7x7 (224 px) ResNet grid cells for the 36 Faster R-CNN regions (the AMFMN paper's RS "
@@ -117,7 +121,7 @@ SYSTEMS: dict[str, System] = {
                            all_stages=True),
     "AMFMN-sim": System(partial(AMFMN, guidance="sim"), _AMFMN, warmup_epochs=_OWN_SUM, revision=1,
                         all_stages=True),
-    "GaLR": System(GaLR, _GALR, rerank=True, warmup_epochs=_OWN_SUM, revision=1, all_stages=True),
+    "GaLR": System(GaLR, _GALR, rerank=True, warmup_epochs=_OWN_SUM, revision=1, all_stages=True, rotation=90.0),
     # the released CAMP and MTFN code train on the hardest negatives (max_violation) from the first epoch
     "CAMP-triplet": System(partial(CAMP, loss="triplet"), f"{_CAMP}; the hinge on the hardest negatives, margin 0.2",
                            warmup_epochs=0),

@@ -217,13 +217,14 @@ class AMFMN(Baseline):
             raise RuntimeError("margin_loss='dynamic' needs the training captions (see_captions) before training")
         return {"prior": torch.from_numpy(self.prior(images, captions))}
 
-    def loss(self, scores, max_violation: bool = True, prior: torch.Tensor | None = None):
+    def loss(self, scores, max_violation: bool = True, prior: torch.Tensor | None = None, positives=None):
         """``calcul_loss``: the hinge triplet loss with margin 0.2 (the rows train on the sum over negatives, the
         released configs' ``max_violation: 0``); with ``prior`` (``[B, B]``, image ``i`` x caption ``j``) each
         pair's margin is Eq. 29's ``alpha_ct`` of its prior similarity (Eq. 30)."""
-        if prior is None:
-            return super().loss(scores, max_violation)
-        return triplet_loss(scores, dynamic_margin(prior.to(scores), self.gamma, self.beta), max_violation)
+        if prior is None:       # positives passed on only when there are some: the base call as it was otherwise
+            return super().loss(scores, max_violation, **({} if positives is None else {"positives": positives}))
+        return triplet_loss(scores, dynamic_margin(prior.to(scores), self.gamma, self.beta), max_violation,
+                            positives)
 
 
 class CaptionPrior:

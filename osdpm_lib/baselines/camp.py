@@ -76,14 +76,18 @@ class SummaryAttn(nn.Module):
         return (torch.softmax(scores, dim=-1) @ x).mean(-2)
 
 
-def camp_bce(scores: torch.Tensor, max_violation: bool = True, eps: float = 1e-6) -> torch.Tensor:
+def camp_bce(scores: torch.Tensor, max_violation: bool = True, eps: float = 1e-6,
+             positives: torch.Tensor | None = None) -> torch.Tensor:
     """The code's BCE loss on a batch matrix of matching probabilities (diagonal: the matching pairs).
     ``max_violation``: ``-(2 sum_i log s_ii + sum_i min_j log(1 - s_ij) + sum_j min_i log(1 - s_ij))`` over
     ``j != i`` (the code counts the positives twice, once per direction, and takes the hardest negative of each row
     and column); else ``-(mean_i log s_ii + mean_{ij, i != j} log(1 - s_ij))`` as the code (whose mean runs over the
-    whole matrix with the diagonal's terms zero)."""
+    whole matrix with the diagonal's terms zero).  ``positives``: off-diagonal matching pairs
+    (:func:`~osdpm_lib.baselines.scoring.same_image`), their terms zero as the diagonal's (not negatives)."""
     s = scores.clamp(eps, 1 - eps)
     eye = torch.eye(len(s), dtype=torch.bool, device=s.device)
+    if positives is not None:
+        eye = eye | positives.to(s.device)
     pos = torch.log(s).diagonal()
     neg = torch.log(1 - s).masked_fill(eye, 0)
     if max_violation:
@@ -147,7 +151,7 @@ class CAMP(Baseline):
         n_items, d = img[0].shape[1] + txt[0].shape[1], img[0].shape[-1]
         return 4 * 16 * n_items * d           # messages, keys, queries, gated [2d] features: ~16 [R + L, d] per pair
 
-    def loss(self, scores, max_violation: bool = True):
+    def loss(self, scores, max_violation: bool = True, positives=None):
         if self.loss_name == "bce":
-            return camp_bce(scores, max_violation)
-        return super().loss(scores, max_violation)
+            return camp_bce(scores, max_violation, positives=positives)
+        return super().loss(scores, max_violation, **({} if positives is None else {"positives": positives}))

@@ -47,12 +47,14 @@ def difficulty_weights(cost: torch.Tensor, beta: float = BETA) -> torch.Tensor:
     return torch.exp(-beta * cost)
 
 
-def difficulty_weighted_loss(scores: torch.Tensor, margin: float = MARGIN, beta: float = BETA) -> torch.Tensor:
+def difficulty_weighted_loss(scores: torch.Tensor, margin: float = MARGIN, beta: float = BETA,
+                             positives: torch.Tensor | None = None) -> torch.Tensor:
     """The code's ``difficulty_weighted_loss(scores, B, margin, beta) / B^2`` on a batch score matrix whose diagonal
     holds the matching pairs: ``sum_{i != j} (c_ij w(c_ij) + c'_ij w(c'_ij)) / B^2`` with the caption-side hinges
     ``c_ij = [margin + s_ij - s_ii]_+``, the image-side ones ``c'_ij = [margin + s_ij - s_jj]_+`` and
-    :func:`difficulty_weights` ``w``."""
-    cost_s, cost_im = hinges(scores, margin)
+    :func:`difficulty_weights` ``w``; ``positives``: off-diagonal matching pairs (two captions of one image),
+    not negatives (their hinges zero)."""
+    cost_s, cost_im = hinges(scores, margin, positives)
     total = (cost_s * difficulty_weights(cost_s, beta)).sum() + (cost_im * difficulty_weights(cost_im, beta)).sum()
     return total / len(scores) ** 2
 
@@ -122,13 +124,20 @@ class HVSA(Baseline):
         _, _, sent = self.text(tokens)
         return (l2norm(F.relu(self.to_out(sent))),)
 
-    def loss(self, scores, max_violation: bool = True):
+    def loss(self, scores, max_violation: bool = True, positives=None):
         """HVSA's own loss whatever ``max_violation`` says: the auto-weighted sum of the curriculum's
         difficulty-weighted hinges and the uniformity of the batch's image vectors (those of the last
-        :meth:`encode_image` in training mode; without them, the hinges alone)."""
-        align = difficulty_weighted_loss(scores, self.margin, self.beta)
-        if self._images is None or len(self._images) < 2:
+        :meth:`encode_image` in training mode; without them, the hinges alone).  ``positives``
+        (:func:`~osdpm_lib.baselines.scoring.same_image`): a batch holding an image more than once (every caption
+        per epoch); its repeats are not negatives, and the uniformity takes each image once (its first row), as
+        the code's every fifth row of its batches of five captions per image."""
+        align = difficulty_weighted_loss(scores, self.margin, self.beta, positives)
+        images = self._images
+        if images is not None and positives is not None:
+            images = images[~positives.tril(-1).any(1).to(images.device)]     # no earlier row of the same image
+        if images is None or len(images) < 2:
+            self._images = None
             return align
-        unif = uniformity(self._images, self.gamma, self.log_uniformity)
+        unif = uniformity(images, self.gamma, self.log_uniformity)
         self._images = None
         return self.weight_loss(torch.stack([align, unif.to(align.dtype)]))

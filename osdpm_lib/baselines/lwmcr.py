@@ -120,8 +120,10 @@ class LWMCR(Baseline):
             return {"teacher": self.teacher_scores(images, captions)}
         return {}
 
-    def loss(self, scores, max_violation: bool = True, teacher: torch.Tensor | None = None):
-        loss = triplet_loss(scores, self.margin, max_violation=max_violation)
+    def loss(self, scores, max_violation: bool = True, teacher: torch.Tensor | None = None, positives=None):
+        """The triplet loss (``positives`` left out of the negatives) plus, with ``teacher``, the distillation term
+        on the whole batch matrix (a pair of two captions of one image included: the teacher scores it too)."""
+        loss = triplet_loss(scores, self.margin, max_violation=max_violation, positives=positives)
         if teacher is not None:
             loss = loss + self.distill_weight * distill_loss(scores, teacher)
         return loss

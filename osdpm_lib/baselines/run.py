@@ -2,11 +2,15 @@
 
 :func:`prepare` reads a data set (the same readers and split tensors as :func:`osdpm_lib.train.load_bundle`) and
 builds the vocabulary from the training captions; :func:`train_system` trains one system for one seed (Adam,
-max-violation triplet loss on batches of one random caption per image, after ``warmup_epochs`` on the sum over all
+max-violation triplet loss on batches of one random caption per image, or of every (image, caption) pair once per
+epoch with ``epoch_unit="caption"`` (the originals' loaders; two captions of one image in a batch are then not each
+other's negatives, :func:`osdpm_lib.baselines.scoring.same_image`), after ``warmup_epochs`` on the sum over all
 negatives, as later VSE codes warm up; on the embedded benchmark every epoch on the sum did best on validation,
 docs/BASELINE_STUDY.md; VSE++ keeps its hardest negative from the first epoch, VSE0 its sum, and AMFMN and GaLR
 the sum of their released configurations; gradient clipping), scores validation after every epoch, keeps the
-epoch of the highest validation Rsum (the first of ties) and scores the test split once with it;
+epoch of the highest validation Rsum (the first of ties) and scores the test split once with it (not at all with
+``score_test=False``, the tuning's runs); ``augment`` (with a fine-tuned backbone) applies the originals' training
+transform (:func:`osdpm_lib.cache.resize_rotate_crop`) to the training images;
 :func:`run_baselines` runs the systems and seeds of a profile
 (:data:`osdpm_lib.baselines.profiles.BASELINE_PROFILES`).  Data without a val split: ``val_fraction`` carves one
 from train per run seed (:func:`prepare`), and ``retrain_full`` retrains each run on train+val for its selected
@@ -41,14 +45,16 @@ import pandas as pd
 import torch
 
 from .. import checkpoints, metrics
+from ..cache import resize_rotate_crop
 from ..data import load as load_annotations, merge_val, with_val_split
 from ..stats import paired_bootstrap, per_image_contributions
-from ..train import autocast_dtype, data_key, load_bundle, seed_everything
+from ..train import autocast_dtype, batch_pairs, data_key, epoch_size, load_bundle, seed_everything
 from . import PROFILE, SYSTEMS, common
 from .encoders import IMAGENET_MEAN, IMAGENET_STD, GridBackbone, Vocab, _low_high
 from .profiles import BaselineConfig, baseline_config, baseline_profile
-from .scoring import GiB, rerank, rerank_metrics, score_matrix
+from .scoring import GiB, rerank, rerank_metrics, same_image, score_matrix
 
+SPLITS = ("train", "val", "test")
 FULL_DIR = "full"     # the final retrain on train+val, inside the selected run's folder
 TEACHER_DIR = "teacher"   # a distilling system's teacher, trained first inside the student's run folder
 CONTRIB_FILE = "test_contrib.npz"   # per-image contributions of the test scoring (plain; rerank for GaLR)
@@ -164,11 +170,14 @@ def _amp(cfg: BaselineConfig, device: torch.device) -> torch.dtype | None:
     return autocast_dtype(cfg.precision, device)
 
 
-def train_system(cfg: BaselineConfig, data: Data, run_dir, features: dict | None = None, reuse: bool = True) -> dict:
+def train_system(cfg: BaselineConfig, data: Data, run_dir, features: dict | None = None, reuse: bool = True,
+                 score_test: bool = True) -> dict:
     """Train one system for one seed; returns ``{"test": metrics, "best_epoch", "best_val_rsum", ...}``
     (``test_plain`` too when the system re-ranks).  ``features``: precomputed ``{split: (low, high)}`` of a frozen
-    backbone (:func:`extract`) to share between systems."""
-    return _run(cfg, data, run_dir, features, reuse, select=True)
+    backbone (:func:`extract`) to share between systems.  ``score_test=False`` (tuning on validation,
+    :mod:`osdpm_lib.tuning`): the test split is not encoded or scored and the result has no ``test``; it is part of
+    the run's identity, so that such a run is never reused as a scored one."""
+    return _run(cfg, data, run_dir, features, reuse, select=True, score_test=score_test)
 
 
 def train_full(cfg: BaselineConfig, data: Data, run_dir, epochs: int, features: dict | None = None,
@@ -181,14 +190,15 @@ def train_full(cfg: BaselineConfig, data: Data, run_dir, epochs: int, features: 
 
 
 def _run(cfg: BaselineConfig, data: Data, run_dir, features: dict | None, reuse: bool, select: bool,
-         keep: dict | None = None) -> dict:
-    """One run; ``keep``: filled with the trained ``model`` and the training split's ``visual`` (a teacher's)."""
+         keep: dict | None = None, score_test: bool = True) -> dict:
+    """One run; ``keep``: filled with the trained ``model`` and the training split's ``visual`` (a teacher's);
+    ``score_test=False``: no test scoring (:func:`train_system`)."""
     run_dir = Path(run_dir)
-    identity = {"config_key": cfg.key(), "data_key": data.key}
+    identity = {"config_key": cfg.key(), "data_key": data.key} | ({} if score_test else {"score_test": False})
     done = run_dir / "result.json"
     if reuse and done.exists():
         saved = json.loads(done.read_text())
-        if {k: saved.get(k) for k in identity} == identity:
+        if {k: saved.get(k) for k in identity} == identity and saved.get("score_test", True) == score_test:
             return saved
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoints.write_text(run_dir / "config.json", json.dumps(dataclasses.asdict(cfg) | identity, indent=2))
@@ -197,10 +207,10 @@ def _run(cfg: BaselineConfig, data: Data, run_dir, features: dict | None, reuse:
     b = data.bundle
     backbone = build_backbone(cfg).to(device)
     if features is None:
-        features = frozen_features(cfg, data, {}, backbone)
+        features = frozen_features(cfg, data, {}, backbone, splits=SPLITS if score_test else SPLITS[:2])
     model = build_system(cfg, backbone, len(data.vocab)).to(device)
     all_stages = SYSTEMS[cfg.system].all_stages
-    teacher = _teacher(cfg, data, run_dir, features, select) if SYSTEMS[cfg.system].teacher else None
+    teacher = _teacher(cfg, data, run_dir, features, select, score_test) if SYSTEMS[cfg.system].teacher else None
     if teacher is not None:
         model.teacher_scores = teacher["scores"]
     groups = [{"params": list(model.parameters()), "lr": cfg.lr}]
@@ -208,36 +218,44 @@ def _run(cfg: BaselineConfig, data: Data, run_dir, features: dict | None, reuse:
         groups.append({"params": list(backbone.parameters()), "lr": cfg.backbone_lr})
     optim = torch.optim.Adam(groups)
 
-    def visual_of(split: str):
+    def visual_of(split: str, augment_with: torch.Generator | None = None):
+        """``idx -> features`` of a split's images: the backbone on their pixels (fine-tuned; ``augment_with``: the
+        originals' training transform first, drawn from that generator) or the frozen backbone's cached maps."""
         if cfg.finetune_backbone:
             images = getattr(b, split).images
+            if augment_with is not None:
+                degrees = SYSTEMS[cfg.system].rotation
+                return lambda idx: backbone(b.normalizer(resize_rotate_crop(images[idx].to(device), augment_with,
+                                                                            degrees)), all_stages=all_stages)
             return lambda idx: backbone(b.normalizer(images[idx].to(device)), all_stages=all_stages)
         maps = features[split]
         return lambda idx: tuple(m[idx].to(device) for m in maps)
 
     train = b.train
-    order, start, count = train.caption_index()
-    model.see_captions(train.tokens, (order, start, count), data.vocab.words)     # a hook; nothing for most
+    index = train.caption_index()
+    model.see_captions(train.tokens, index, data.vocab.words)     # a hook; nothing for most
     gen = torch.Generator().manual_seed(cfg.seed)
-    n_train = len(train.records)
-    bs = min(cfg.batch_size, n_train)
+    n_pairs = epoch_size(cfg, train)         # images ("image": a random caption each) or captions ("caption")
+    bs = min(cfg.batch_size, n_pairs)
+    n_steps = n_pairs // bs
     history, best, best_state = [], {"rsum": -1.0, "epoch": -1}, None
     t_train = 0.0
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         backbone.train(cfg.finetune_backbone)
-        perm = torch.randperm(n_train, generator=gen)
+        perm = torch.randperm(n_pairs, generator=gen)
         t0, total = time.perf_counter(), 0.0
-        visual = visual_of("train")
-        for step in range(n_train // bs):
-            idx = perm[step * bs:(step + 1) * bs]
-            cap = order[start[idx] + (torch.rand(len(idx), generator=gen) * count[idx]).long()]
+        visual = visual_of("train", gen if cfg.augments else None)
+        for step in range(n_steps):
+            idx, cap = batch_pairs(cfg, perm[step * bs:(step + 1) * bs], index, train.caption_image, gen)
             with _autocast(device, amp):
                 img = model.encode_image(*visual(idx))
                 txt = model.encode_text(_trim(train.tokens[cap]).to(device))
                 scores = model.score(img, txt)
             hardest = cfg.warmup_epochs is not None and epoch > cfg.warmup_epochs
-            loss = model.loss(scores.float(), max_violation=hardest, **model.loss_inputs(idx, cap))
+            positives = same_image(idx)        # None unless an image occurs twice (epoch_unit "caption")
+            loss = model.loss(scores.float(), max_violation=hardest, **model.loss_inputs(idx, cap),
+                              **({"positives": positives} if positives is not None else {}))
             optim.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -245,7 +263,7 @@ def _run(cfg: BaselineConfig, data: Data, run_dir, features: dict | None, reuse:
             optim.step()
             total += float(loss.detach())
         t_train += time.perf_counter() - t0
-        row = {"epoch": epoch, "loss": total / max(1, n_train // bs), "train_s": round(t_train, 2)}
+        row = {"epoch": epoch, "loss": total / max(1, n_steps), "train_s": round(t_train, 2)}
         if select:
             backbone.eval()
             val, _ = evaluate(model, visual_of("val"), b.val, cfg)
@@ -260,10 +278,13 @@ def _run(cfg: BaselineConfig, data: Data, run_dir, features: dict | None, reuse:
         backbone.load_state_dict(best_state[1])
     backbone.eval()
     re = SYSTEMS[cfg.system].rerank
-    test, _ = evaluate(model, visual_of("test"), b.test, cfg, with_rerank=re, contributions=True)  # the only one
-    with checkpoints.atomic_path(run_dir / CONTRIB_FILE) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, plain=test["contrib_plain"], **({"rerank": test["contrib_rerank"]} if re else {}))
-    result = {"test": test["rerank"] if re else test["plain"], **({"test_plain": test["plain"]} if re else {}),
+    scored = {}
+    if score_test:
+        test, _ = evaluate(model, visual_of("test"), b.test, cfg, with_rerank=re, contributions=True)  # the only one
+        with checkpoints.atomic_path(run_dir / CONTRIB_FILE) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, plain=test["contrib_plain"], **({"rerank": test["contrib_rerank"]} if re else {}))
+        scored = {"test": test["rerank"] if re else test["plain"], **({"test_plain": test["plain"]} if re else {})}
+    result = {**scored,
               **({"best_epoch": best["epoch"], "best_val_rsum": best["rsum"]} if select else {"epochs": cfg.epochs}),
               **identity, "system": cfg.system, "seed": cfg.seed, "device": device.type, "amp": str(amp),
               "train_s": round(t_train, 2), "history": history,
@@ -274,7 +295,8 @@ def _run(cfg: BaselineConfig, data: Data, run_dir, features: dict | None, reuse:
     return result
 
 
-def _teacher(cfg: BaselineConfig, data: Data, run_dir: Path, features: dict | None, select: bool) -> dict:
+def _teacher(cfg: BaselineConfig, data: Data, run_dir: Path, features: dict | None, select: bool,
+             score_test: bool = True) -> dict:
     """A distilling system's teacher (``System.teacher``), trained first under the same configuration and protocol
     into ``run_dir/teacher/`` (always trained: its weights are not stored); returns ``{"scores": f, "result": {..}}``
     with ``f(images, captions)`` the teacher's ``[B, B]`` score matrix of a training batch (indices of the training
@@ -283,7 +305,7 @@ def _teacher(cfg: BaselineConfig, data: Data, run_dir: Path, features: dict | No
     name = SYSTEMS[cfg.system].teacher
     keep: dict = {}
     res = _run(dataclasses.replace(cfg, system=name), data, run_dir / TEACHER_DIR, features, reuse=False,
-               select=select, keep=keep)
+               select=select, keep=keep, score_test=score_test)
     model, visual, tokens = keep["model"].eval(), keep["visual"], data.bundle.train.tokens
     device, amp = cfg.resolve_device()
 
@@ -293,24 +315,26 @@ def _teacher(cfg: BaselineConfig, data: Data, run_dir: Path, features: dict | No
             return model.score(model.encode_image(*visual(images)),
                                model.encode_text(_trim(tokens[captions]).to(device))).float()
 
-    summary = {"system": name, "test_mr": res["test"]["mr"], "test_rsum": res["test"]["rsum"],
+    summary = {"system": name, **({"test_mr": res["test"]["mr"], "test_rsum": res["test"]["rsum"]}
+                                  if "test" in res else {}),
                **({"best_epoch": res["best_epoch"]} if select else {"epochs": res["epochs"]})}
     return {"scores": scores, "result": summary}
 
 
 def frozen_features(cfg: BaselineConfig, data: Data, cache: dict, backbone: GridBackbone | None = None,
-                    keep_all: bool = False) -> dict | None:
+                    keep_all: bool = False, splits=SPLITS) -> dict | None:
     """The frozen backbone's features of ``data``'s non-empty splits for ``cfg`` (None when it fine-tunes):
     ``{split: (low, high)}``, or ``{split: (layer1, .., grid stage)}`` for a system that reads every stage
     (``System.all_stages``).  Computed once per seed, weights, image size, device, precision and data set and kept
     in ``cache`` (entries of another seed are dropped: the systems of a seed share them); ``keep_all``: extract
     every stage even if ``cfg``'s system reads two (a later system of the profile will: one extraction for all;
     ``low, high`` are then views of the last two stages, the same numbers).  ``backbone``: the one
-    :func:`build_backbone` made for ``cfg`` already (else it is built here)."""
+    :func:`build_backbone` made for ``cfg`` already (else it is built here); ``splits``: the splits to encode (the
+    tuning's runs: ``("train", "val")``, the test images never pass the backbone)."""
     if cfg.finetune_backbone:
         return None
     device, amp = cfg.resolve_device()
-    key = (cfg.seed, cfg.arch, cfg.weights, cfg.image_size, device.type, str(amp), data.key)
+    key = (cfg.seed, cfg.arch, cfg.weights, cfg.image_size, device.type, str(amp), data.key, tuple(splits))
     need_all = SYSTEMS[cfg.system].all_stages
     if key not in cache or ((need_all or keep_all) and not cache[key][0]):
         for other in [k for k in cache if k[0] != cfg.seed]:
@@ -318,7 +342,7 @@ def frozen_features(cfg: BaselineConfig, data: Data, cache: dict, backbone: Grid
         bb, b = backbone or build_backbone(cfg).to(device), data.bundle
         every = need_all or keep_all
         cache[key] = (every, {s: extract(bb, getattr(b, s).images, b.normalizer, cfg.eval_batch, amp, every)
-                              for s in ("train", "val", "test") if len(getattr(b, s).records)})
+                              for s in splits if len(getattr(b, s).records)})
     every, feats = cache[key]
     return feats if need_all or not every else {s: _low_high(f) for s, f in feats.items()}
 

@@ -50,29 +50,48 @@ class Baseline(nn.Module):
         training split); none by default."""
         return {}
 
-    def loss(self, scores: torch.Tensor, max_violation: bool = True) -> torch.Tensor:
+    def loss(self, scores: torch.Tensor, max_violation: bool = True, positives: torch.Tensor | None = None
+             ) -> torch.Tensor:
         """VSE++'s triplet loss: the hardest negatives (``max_violation``, the systems' own loss) or the sum over
-        all negatives (the warm-up of :class:`~osdpm_lib.baselines.profiles.BaselineConfig`'s ``warmup_epochs``)."""
-        return triplet_loss(scores, self.margin, max_violation=max_violation)
+        all negatives (the warm-up of :class:`~osdpm_lib.baselines.profiles.BaselineConfig`'s ``warmup_epochs``).
+        ``positives``: the batch's off-diagonal matching pairs (:func:`same_image`), left out of the negatives."""
+        return triplet_loss(scores, self.margin, max_violation=max_violation, positives=positives)
 
 
-def triplet_loss(scores: torch.Tensor, margin: float | torch.Tensor = 0.2, max_violation: bool = True
-                 ) -> torch.Tensor:
+def same_image(images: torch.Tensor) -> torch.Tensor | None:
+    """The off-diagonal positives of a training batch whose row ``i`` is image ``images[i]`` and column ``j`` caption
+    ``j`` (the pair of row ``j``): ``[B, B]`` bool, True where ``i != j`` and ``images[i] == images[j]`` (caption
+    ``j`` describes image ``i`` too); None when every image occurs once (one random caption per image, the book's
+    ``epoch_unit="image"``: the losses are then exactly what they were).  With every caption per epoch
+    (``epoch_unit="caption"``, the originals' data loaders) a batch can hold two captions of one image; the
+    originals (VSE++, SCAN, AMFMN, GaLR) count such a pair as a negative, here the losses leave it out."""
+    same = images[:, None] == images[None, :]
+    same.fill_diagonal_(False)
+    return same if bool(same.any()) else None
+
+
+def triplet_loss(scores: torch.Tensor, margin: float | torch.Tensor = 0.2, max_violation: bool = True,
+                 positives: torch.Tensor | None = None) -> torch.Tensor:
     """VSE++'s hinge triplet loss on a batch score matrix whose diagonal holds the matching pairs: both
     directions, the hardest negative of each query (``max_violation``) or the sum over negatives.  ``margin``: a
-    number, or a ``[B, B]`` tensor of each pair's margin (image ``i`` x caption ``j``; AMFMN's Eq. 30)."""
-    cost_t, cost_i = hinges(scores, margin)
+    number, or a ``[B, B]`` tensor of each pair's margin (image ``i`` x caption ``j``; AMFMN's Eq. 30);
+    ``positives``: off-diagonal matching pairs (:func:`same_image`), not negatives."""
+    cost_t, cost_i = hinges(scores, margin, positives)
     if max_violation:
         return cost_t.max(1).values.sum() + cost_i.max(0).values.sum()
     return cost_t.sum() + cost_i.sum()
 
 
-def hinges(scores: torch.Tensor, margin: float | torch.Tensor = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+def hinges(scores: torch.Tensor, margin: float | torch.Tensor = 0.2, positives: torch.Tensor | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor]:
     """The hinge of every negative pair of a batch score matrix whose diagonal holds the matching pairs:
     ``([margin + s_ij - s_ii]_+ , [margin + s_ij - s_jj]_+)`` (image queries with wrong captions, caption queries with
-    wrong images), the diagonal zero."""
+    wrong images), the diagonal zero, and the off-diagonal matching pairs ``positives`` (``[B, B]`` bool or None:
+    :func:`same_image`) zero too."""
     diag = scores.diag()
     eye = torch.eye(len(scores), dtype=torch.bool, device=scores.device)
+    if positives is not None:
+        eye = eye | positives.to(scores.device)
     cost_t = (margin + scores - diag[:, None]).clamp(min=0).masked_fill(eye, 0)   # image query, wrong captions
     cost_i = (margin + scores - diag[None, :]).clamp(min=0).masked_fill(eye, 0)   # caption query, wrong images
     return cost_t, cost_i

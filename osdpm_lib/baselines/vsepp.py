@@ -36,5 +36,5 @@ class VSE0(VSEPP):
     """VSE++'s model on the sum of the hinges over all negatives (both directions), whatever ``max_violation``
     says: the loss that defines the system."""
 
-    def loss(self, scores, max_violation: bool = True):
-        return triplet_loss(scores, self.margin, max_violation=False)
+    def loss(self, scores, max_violation: bool = True, positives=None):
+        return triplet_loss(scores, self.margin, max_violation=False, positives=positives)
