@@ -484,7 +484,9 @@ def comparison_table(systems: dict, margin_rel: float, rsum_margin: float | None
 def variance_table(systems: dict, pairs=PAIRS, n_seeds: int | None = None, n_folds: int | None = None
                    ) -> pd.DataFrame:
     """The variance split of every comparison's Rsum difference (per fold of the study's size), and each part's
-    share of the variance of the study's estimate with ``n_seeds`` and ``n_folds``."""
+    share of the variance of the study's estimate with ``n_seeds`` and ``n_folds`` (``seed / S``, ``image / F``,
+    ``seed_x_image / (S F)``: the variance of the difference itself).  ``se_predicted`` is what the nested bootstrap
+    reports (:func:`osdpm_lib.power.predicted_se`, which counts the seed x image part twice)."""
     from .power import predicted_se, variance_components
 
     rows = []
