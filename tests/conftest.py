@@ -48,3 +48,12 @@ def profile_tables(monkeypatch):
     derived profile in them."""
     monkeypatch.setattr(profiles, "PROFILES", dict(profiles.PROFILES))
     monkeypatch.setattr(baseline_profiles, "BASELINE_PROFILES", dict(baseline_profiles.BASELINE_PROFILES))
+
+
+@pytest.fixture(autouse=True)
+def _no_chosen_baseline_lrs(tmp_path_factory, monkeypatch):
+    """Every test sees the baselines' profiles as written, not the learning rates a study chose on validation
+    (``osdpm_lib/baselines/baseline_lr.json``, written by ``tuning --part baselines-lr``): a test that needs such a
+    file points ``BASELINE_LR_FILE`` at its own."""
+    monkeypatch.setattr(baseline_profiles, "BASELINE_LR_FILE",
+                        tmp_path_factory.getbasetemp() / "no-baseline_lr.json")

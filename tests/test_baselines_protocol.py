@@ -208,3 +208,22 @@ def test_a_tuning_run_never_scores_the_test_split(tmp_path, monkeypatch):
     # not reused as a scored run: the scored one trains and scores the test split
     res2 = run.train_system(cfg, data, tmp_path / "tune")
     assert "test" in res2 and seen[-1]
+
+
+def test_tests_do_not_read_the_chosen_learning_rates():
+    # conftest's autouse fixture: a baseline_lr.json written by the lr study does not change what tests compute
+    assert bprofiles.BASELINE_LR_FILE.name == "no-baseline_lr.json" and not bprofiles.BASELINE_LR_FILE.exists()
+    assert bprofiles.chosen_lrs("full") == {}
+
+
+def test_rows_say_where_the_protocol_differs_from_the_originals():
+    from osdpm_lib.baselines.run import protocol_text
+
+    quick = protocol_text(bprofiles.baseline_config("default", "GaLR"))
+    assert "one random caption per training image per epoch" in quick and "no augmentation" in quick
+    assert "computed once" in quick                                       # frozen backbone: cached features
+    full = protocol_text(bprofiles.baseline_config("full", "GaLR"))
+    assert "one random caption" not in full and "no augmentation" in full  # caption epochs; frozen: inert
+    assert protocol_text(bprofiles.baseline_config("finetune", "GaLR")) == ""    # the originals' protocol
+    no_aug = protocol_text(bprofiles.baseline_config("finetune", "GaLR", augment=False))
+    assert "no augmentation" in no_aug and "computed once" not in no_aug

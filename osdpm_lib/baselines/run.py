@@ -359,6 +359,19 @@ def loss_text(cfg: BaselineConfig) -> str:
     return ""
 
 
+def protocol_text(cfg: BaselineConfig) -> str:
+    """Where a run's training protocol differs from the originals' (every caption of an image a training pair in
+    each epoch; resize, random rotation and crop of the training images): empty where it does not."""
+    parts = []
+    if cfg.epoch_unit == "image":
+        parts.append("one random caption per training image per epoch (the book's quick protocol; the originals "
+                     "iterate over every caption)")
+    if not cfg.augments:
+        parts.append("no augmentation of the training images (the originals resize, rotate and crop them)"
+                     + ("; the frozen backbone's features are computed once" if not cfg.finetune_backbone else ""))
+    return "".join(f"; {p}" for p in parts)
+
+
 def run_baselines(data_dir, runs_dir, profile: str = "default", systems=None, seeds=None, data: Data | None = None,
                   log=print, val_fraction: float = 0.0, retrain_full: bool = False, **overrides) -> pd.DataFrame:
     """Every system x seed of a baseline profile (:data:`osdpm_lib.baselines.profiles.BASELINE_PROFILES`); one row
@@ -395,7 +408,7 @@ def run_baselines(data_dir, runs_dir, profile: str = "default", systems=None, se
             base = {"method": name, "seed": seed, "best_epoch": res["best_epoch"], "val_rsum": res["best_val_rsum"],
                     "seconds": round(seconds, 1),
                     "replaced": f"{common(cfg.weights, cfg.finetune_backbone, cfg.arch)}; "
-                                f"{SYSTEMS[name].replaced}{loss_text(cfg)}"}
+                                f"{SYSTEMS[name].replaced}{loss_text(cfg)}{protocol_text(cfg)}"}
             full, full_plain = {}, {}
             if retrain_full:
                 f = data_for(cfg, full=True)
