@@ -21,7 +21,7 @@ export ATEN_CPU_CAPABILITY := avx2
 export MKL_CBWR := AVX2
 export ONEDNN_MAX_CPU_ISA := AVX2
 
-.PHONY: setup wordnet browser lab book book-ci study conditions pretrain pretrain-resnet tune test test-real test-all unit nbval bench mutate clean
+.PHONY: setup wordnet browser lab book book-ci baselines-full study conditions pretrain pretrain-resnet tune test test-real test-all unit nbval bench mutate clean
 
 setup: $(VENV)/.installed wordnet
 
@@ -65,6 +65,14 @@ book-ci: setup
 # the plan (notebooks/study/01_plan.py fixes the equivalence margin), the final runs scored once on the untouched
 # test folds, the verdict (02_verdict.py) -> results/study.  About 3 h on 2 cores from scratch; finished runs are
 # reused (or carried over: study.carry_over).
+# Notebook 08 at the baselines' `full` profile (every system, the originals' caption epochs) into
+# results/embedded_full, beside the book's CLIP runs (after make book: data/embedded, runs/embedded/clip_s<seed>).
+# BASELINE_SEEDS=0 runs seed 0 only; a later call with more seeds reuses the runs made.
+BASELINE_SEEDS ?=
+baselines-full: setup
+	TQDM_DISABLE=1 $(PY) -m osdpm_lib.runner --name embedded_full --only 08 -p profile full -p data_dir data/embedded \
+	  -p runs_dir runs/embedded -p seeds "$(BASELINE_SEEDS)"
+
 study: setup
 	TQDM_DISABLE=1 $(PY) -m osdpm_lib.study --stage tune
 	TQDM_DISABLE=1 $(PY) -m osdpm_lib.study --stage pilot

@@ -41,6 +41,7 @@ data_dir: str = ""      # dataset folder; "": data/<chain> (chain: $OSDPM_CHAIN 
 out_dir: str = ""       # tables/ go here; "": results/<chain>
 runs_dir: str = ""      # one folder per trained run; "": runs/<chain>
 systems: str = ""      # comma-separated names of osdpm_lib.baselines.SYSTEMS; empty: the profile's
+seeds: str = ""        # comma-separated run seeds; empty: the profile's (a later call with more seeds reuses these)
 weights: str = ""      # torchvision weights of the ResNet (e.g. "IMAGENET1K_V1"); empty: the profile's
 val_fraction: float = 0.0   # data without a val split: share of train carved out as val (seeded per run seed)
 retrain_full: bool = False  # also retrain each run on train+val at its selected epoch (columns retrain_*)
@@ -66,7 +67,8 @@ from osdpm_lib.baselines.run import run_baselines, versus_clip
 
 measured_on = tables.dataset_label(dataset)
 chosen = [s.strip() for s in systems.split(",") if s.strip()] or baseline_profile(profile)["systems"]
-runs = run_baselines(data_dir, runs_dir, profile, systems=chosen, weights=weights or None,
+chosen_seeds = [int(s) for s in str(seeds or "").split(",") if s.strip()] or None
+runs = run_baselines(data_dir, runs_dir, profile, systems=chosen, seeds=chosen_seeds, weights=weights or None,
                      val_fraction=val_fraction, retrain_full=retrain_full)
 tables.write(runs, out_dir, "baseline_runs")
 runs[["method", "seed", "best_epoch", "val_rsum", "rsum", "mr"] + (["retrain_rsum"] if retrain_full else [])].round(2)

@@ -100,8 +100,12 @@ def chain_parameters(name: str, profile: str, dataset: str = "embedded", results
 
 def run_chain(name: str, profile: str = "default", dataset: str = "embedded", only: list[str] | None = None,
               results_root: Path = ROOT / "results", log=print, runs_root: Path = ROOT / "runs",
-              source: Path = NOTEBOOKS_DIR, **extra) -> list[Path]:
+              source: Path = NOTEBOOKS_DIR, parameters: dict | None = None, **extra) -> list[Path]:
+    """Execute the chain's notebooks (``only``: name prefixes) into ``results_root/<name>``; ``parameters`` replace
+    the chain's notebook parameters after they are made (e.g. ``{"profile": "full"}``: notebook 08 at a baseline
+    profile other than the chain's)."""
     out, params = chain_parameters(name, profile, dataset, results_root, runs_root, **extra)
+    params.update(parameters or {})
     name = out.name          # with overrides: <name>.smoke, <name>.set-<hash>
     out.mkdir(parents=True, exist_ok=True)
     if not only:     # a whole chain: record the numeric environment its numbers depend on
@@ -271,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
                                            ("val_fraction", args.val_fraction), ("retrain_full", args.retrain_full),
                                            ("overrides", overrides)) if v}
                 extra |= {k: yaml.safe_load(v) for k, v in args.param}
+                # -p profile X: the notebooks' profile parameter (notebook 08's baseline profile), not the chain's
+                if "profile" in extra:
+                    extra["parameters"] = {"profile": extra.pop("profile")}
                 run_chain(name, args.profile, args.dataset, args.only, **extra)
     except settings.UsageError as exc:
         raise SystemExit(f"error: {exc}") from None

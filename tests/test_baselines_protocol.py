@@ -227,3 +227,23 @@ def test_rows_say_where_the_protocol_differs_from_the_originals():
     assert protocol_text(bprofiles.baseline_config("finetune", "GaLR")) == ""    # the originals' protocol
     no_aug = protocol_text(bprofiles.baseline_config("finetune", "GaLR", augment=False))
     assert "no augmentation" in no_aug and "computed once" not in no_aug
+
+
+def test_early_stopping_selects_an_epoch_below_the_last(tmp_path, monkeypatch):
+    run, data = _tiny(tmp_path)
+    val_rsums = iter([10.0, 20.0, 15.0, 14.0, 13.0, 99.0, 99.0])     # best at epoch 2, no gain for 3 epochs
+
+    def scripted(model, visual, split, cfg, **kw):
+        return {"plain": {"rsum": next(val_rsums), "mr": 0.0}}, None
+
+    monkeypatch.setattr(run, "evaluate", scripted)
+    small = dict(epochs=7, batch_size=8, dim=16, word_dim=8)
+    cfg = run.BaselineConfig("VSE++", patience=3, **small)
+    res = run.train_system(cfg, data, tmp_path / "stopped", score_test=False)
+    assert res["best_epoch"] == 2 and res["epochs_run"] == 5 and res["best_val_rsum"] == 20.0
+    assert [h["epoch"] for h in res["history"]] == [1, 2, 3, 4, 5]   # stopped: epochs 6-7 never ran
+    # patience enters the run's identity only when set (the runs made before it keep their keys)
+    assert cfg.key() != run.BaselineConfig("VSE++", **small).key()
+    assert run.BaselineConfig("VSE++", patience=None, **small).key() == run.BaselineConfig("VSE++", **small).key()
+    assert bprofiles.baseline_config("full", "VSE++").patience == 5
+    assert bprofiles.baseline_config("default", "VSE++").patience is None

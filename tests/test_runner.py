@@ -102,6 +102,18 @@ def test_param_option_reaches_the_study_chain(monkeypatch):
     assert seen["budget_s"] == 9000 and seen["safety"] == 1.5
 
 
+def test_param_profile_is_the_notebooks_not_the_chains(monkeypatch, tmp_path):
+    # make baselines-full: the embedded chain's folders, notebook 08 at the baseline profile "full"
+    seen = {}
+    monkeypatch.setattr(runner, "run_chain", lambda *a, **kw: seen.update(args=a, kw=kw))
+    runner.main(["--name", "embedded_full", "--only", "08", "-p", "profile", "full", "-p", "seeds", "0"])
+    assert seen["args"][:2] == ("embedded_full", "default")
+    assert seen["kw"] == {"parameters": {"profile": "full"}, "seeds": 0}
+    out, params = runner.chain_parameters("embedded_full", "default", results_root=tmp_path, runs_root=tmp_path)
+    params.update(seen["kw"]["parameters"])             # what run_chain does with them
+    assert params["profile"] == "full" and params["out_dir"].endswith("embedded_full")
+
+
 def test_set_and_smoke_reach_the_chain_as_overrides(monkeypatch):
     seen = {}
     monkeypatch.setattr(runner, "run_chain", lambda *a, **kw: seen.update(args=a, kw=kw))

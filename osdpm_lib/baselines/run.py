@@ -273,6 +273,8 @@ def _run(cfg: BaselineConfig, data: Data, run_dir, features: dict | None, reuse:
                 best_state = copy.deepcopy((model.state_dict(), backbone.state_dict()))
         history.append(row)
         pd.DataFrame(history).to_csv(run_dir / "metrics.csv", index=False)
+        if select and cfg.patience is not None and epoch - best["epoch"] >= cfg.patience:
+            break                              # early stopping: no better validation Rsum for `patience` epochs
     if select:
         model.load_state_dict(best_state[0])
         backbone.load_state_dict(best_state[1])
@@ -287,7 +289,7 @@ def _run(cfg: BaselineConfig, data: Data, run_dir, features: dict | None, reuse:
     result = {**scored,
               **({"best_epoch": best["epoch"], "best_val_rsum": best["rsum"]} if select else {"epochs": cfg.epochs}),
               **identity, "system": cfg.system, "seed": cfg.seed, "device": device.type, "amp": str(amp),
-              "train_s": round(t_train, 2), "history": history,
+              "train_s": round(t_train, 2), "epochs_run": len(history), "history": history,
               **({"teacher": teacher["result"]} if teacher is not None else {})}
     checkpoints.write_text(done, json.dumps(result, indent=2))
     if keep is not None:
