@@ -71,7 +71,7 @@ book-ci: setup
 BASELINE_SEEDS ?=
 baselines-full: setup
 	TQDM_DISABLE=1 $(PY) -m osdpm_lib.runner --name embedded_full --only 08 -p profile full -p data_dir data/embedded \
-	  -p runs_dir runs/embedded -p seeds "$(BASELINE_SEEDS)"
+	  -p runs_dir runs/embedded -p tables_dir results/embedded -p seeds "$(BASELINE_SEEDS)"
 
 study: setup
 	TQDM_DISABLE=1 $(PY) -m osdpm_lib.study --stage tune

@@ -45,6 +45,8 @@ seeds: str = ""        # comma-separated run seeds; empty: the profile's (a late
 weights: str = ""      # torchvision weights of the ResNet (e.g. "IMAGENET1K_V1"); empty: the profile's
 val_fraction: float = 0.0   # data without a val split: share of train carved out as val (seeded per run seed)
 retrain_full: bool = False  # also retrain each run on train+val at its selected epoch (columns retrain_*)
+tables_dir: str = ""    # where notebook 06 wrote Tables 1-2 (e.g. results/embedded for a run into another out_dir);
+                        # "": out_dir.  The tables with the measured rows are written to out_dir
 
 # %%
 from osdpm_lib import paths, settings   # relative paths are read from the project root, whatever the working directory
@@ -54,6 +56,7 @@ profile = settings.apply(profile, overrides)   # with overrides: a profile of it
 data_dir = paths.resolve(data_dir, "data")
 out_dir = paths.resolve(out_dir, "results")
 runs_dir = paths.resolve(runs_dir, "runs")
+tables_dir = paths.resolve(tables_dir) or out_dir
 
 # %%
 from pathlib import Path
@@ -99,12 +102,13 @@ if retrain_full:      # each run retrained on train+val for its selected epochs 
 
 # %% [markdown]
 # ## Tables 1 and 2 with the measured rows
-# Notebook 06 wrote the tables; the measured baseline rows are added (again, if present) with what differs
-# from each original in `differs_from_original`.
+# Notebook 06 wrote the tables (in `tables_dir`: this chain's results, or the book's for a larger baseline profile
+# run into its own folder); the measured baseline rows are added (again, if present) with what differs from each
+# original in `differs_from_original`, and the tables written to `out_dir`.
 
 # %%
 for name in ("table1_rsicd", "table2_rsitmd"):
-    path = Path(out_dir) / "tables" / f"{name}.csv"
+    path = Path(tables_dir) / "tables" / f"{name}.csv"
     if path.exists():
         tables.write(tables.add_baselines(pd.read_csv(path), means, measured_on), out_dir, name, latex=True)
 print("Replaced in every system:", common(cfg.weights, cfg.finetune_backbone, cfg.arch))

@@ -316,6 +316,8 @@ def test_notebook_08_runs_in_the_chain_with_the_common_parameters(tmp_path):
     declared = pm.inspect_notebook(runner._write_tmp(jupytext.read(src[0]), tmp_path / "08.ipynb"))
     assert {"dataset", "profile", "data_dir", "out_dir", "runs_dir", "val_fraction", "retrain_full"} <= set(declared)
     assert declared["val_fraction"]["default"] == "0.0" and declared["retrain_full"]["default"] == "False"
+    # make baselines-full: the profile's seeds or some of them, Tables 1-2 read from the book's results
+    assert declared["seeds"]["default"] == declared["tables_dir"]["default"] == '""'
     for name in profiles.PROFILES:          # every chain profile has baseline sizes: the chain never stops at 08
         assert bprofiles.baseline_profile(name)["systems"]
 
