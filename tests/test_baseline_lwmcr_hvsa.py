@@ -317,12 +317,15 @@ def test_lwmcr_u_run_records_its_stage(tmp_path, monkeypatch):
     assert u["source"] == "given" and u["images"] == 16 and u["epochs"] == 2 and u["batch_size"] == 8
     assert [h["epoch"] for h in u["history"]] == [1, 2] and all(np.isfinite(h["loss"]) for h in u["history"])
     assert json.loads((tmp_path / "u" / "result.json").read_text())["unlabeled"] == u
-    # without given images the run reads the corpus (run.unlabeled_images) at the config's cap and image size
-    res2 = run.train_system(cfg, data, tmp_path / "u2")
-    assert calls == [(16, 64)] and res2["unlabeled"]["source"] == str(run.UNLABELED_DIR)
-    assert "unlabeled" not in run.train_system(
-        run.BaselineConfig("LW-MCR(b)", epochs=1, batch_size=8, dim=16, word_dim=8, device="cpu", precision="fp32"),
-        data, tmp_path / "b")
+    # without given images the stage reads the corpus (run.unlabeled_images) at the config's cap and image size
+    seen = []
+    monkeypatch.setattr(run, "pretrain_unlabeled", lambda model, bb, images, norm, **kw: seen.append((images, kw))
+                        or {"images": len(images)})
+    rec = run._unlabeled_stage(cfg, None, None, None)
+    assert calls == [(16, 64)] and rec == {"source": str(run.UNLABELED_DIR), "images": 20}
+    assert seen[0][0] is unlabeled and seen[0][1] | {"amp": None} == {
+        "epochs": 2, "batch_size": 8, "lr": cfg.lr, "seed": 0, "amp": None, "grad_clip": cfg.grad_clip}
+    assert run._unlabeled_stage(cfg, None, None, None, unlabeled)["images"] == 16      # given: cut to the cap
     # a row whose run departs from the defaults named in its text says so
     assert "at most 16 images for 2 epochs" in run.unlabeled_text(cfg)
     assert run.unlabeled_text(run.BaselineConfig("LW-MCR(u)")) == ""
