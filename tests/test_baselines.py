@@ -193,7 +193,7 @@ def test_profiles_and_open_systems():
             assert bprofiles.baseline_config(name, system).system in SYSTEMS
     assert not set(OPEN) & set(SYSTEMS)
     with pytest.raises(ValueError, match="unknown system"):
-        bprofiles.baseline_config("ci", "LW-MCR(u)")       # the paper's third LW-MCR stage: not built
+        bprofiles.baseline_config("ci", "LW-MCR(x)")       # no such system
 
 
 def test_vsepp_trains_on_its_hardest_negative_and_vse0_sits_beside_it():

@@ -20,7 +20,7 @@ from .amfmn import AMFMN
 from .camp import CAMP
 from .galr import GaLR
 from .hvsa import HVSA
-from .lwmcr import LWMCR
+from .lwmcr import LWMCR, TEMPERATURE as _TAU, UNLABELED_EPOCHS, UNLABELED_IMAGES, VIEW_ROTATION
 from .mtfn import MTFN, rerank as mtfn_rerank
 from .scan import SCAN
 from .scoring import Baseline, rerank, rerank_metrics, score_matrix, triplet_loss
@@ -59,6 +59,9 @@ class System:
     # degrees (BaselineConfig.augment, osdpm_lib.cache.resize_rotate_crop): GaLR's data.py rotates by up to 90;
     # AMFMN's, whose framework produced the AMFMN paper's RS rows of VSE++, SCAN, CAMP and MTFN, by 0
     # (RandomRotation(0, 90): degrees 0); LW-MCR's and HVSA's loaders were not seen here: AMFMN's
+    unlabeled: bool = False                     # its image encoder is first trained contrastively on unlabeled
+    # images (LW-MCR(u): lwmcr.pretrain_unlabeled on the pretraining corpus, BaselineConfig.unlabeled_images /
+    # unlabeled_epochs), before the supervised epochs (run._unlabeled_stage)
 
 
 _GRID = ("4x4 (64 px) or 7x7 (224 px) ResNet grid cells for the 36 Faster R-CNN regions (the AMFMN paper's RS "
@@ -96,8 +99,8 @@ _LWMCR = ("no code of the model is public (github.com/xiaoyuan1996/retrievalSyst
           "with a channel shuffle, 4 groups, over word embeddings trained here; cosine scores); the paper's own "
           "lightweight CNN -> the shared ResNet's stages; the hinge summed over all negatives, margin 0.2, as the "
           "authors' AMFMN and GaLR code (the paper's loss not seen); 'b' read as the basic model and 'd' as the "
-          "distilled one (an inference from the abstract and the b/d/u rows of later papers' tables: no source "
-          "here defines them)")
+          "distilled one and 'u' as the one whose image encoder also learnt contrastively from unlabeled images (an "
+          "inference from the abstract and the b/d/u rows of later papers' tables: no source here defines them)")
 _HVSA = ("the fine-tuned ImageNet ResNet-18's layer4 -> the book's grid stage (layer3 at 64 px) under the key-entity "
          "attention; the skip-thoughts encoder (2,400-d) -> word embeddings + a GRU trained here, its last state, "
          "then the code's linear map and ReLU; otherwise the released code: cosine scores, the curriculum's "
@@ -136,7 +139,21 @@ SYSTEMS: dict[str, System] = {
                         "same run under the same protocol: the squared differences of the batch score matrices "
                         "(the teacher's relations; the paper also distils hidden layers, whose pairing is not "
                         "public), weight 1; the contrastive learning on unlabeled images (the paper's third stage) "
-                        "is not done", warmup_epochs=_OWN_SUM, all_stages=True, teacher="AMFMN-soft"),
+                        "is not done here (LW-MCR(u) does it)", warmup_epochs=_OWN_SUM, all_stages=True,
+                        teacher="AMFMN-soft"),
+    # LW-MCR(u): LW-MCR(d) whose image encoder first learns from the unlabeled images of the pretraining corpus
+    "LW-MCR(u)": System(partial(LWMCR, distill=True), f"{_LWMCR}; LW-MCR(d)'s model and distillation (from "
+                        "AMFMN-soft trained first in the same run, the squared differences of the batch score "
+                        "matrices, weight 1), its two-scale image encoder first trained contrastively on unlabeled "
+                        f"images: SimCLR's NT-Xent loss, temperature {_TAU:g}, two views per image (AMFMN's resize, "
+                        f"a random rotation up to {VIEW_ROTATION:g} degrees and a random crop, and a random "
+                        "horizontal flip; no colour distortion or blur) through the frozen ResNet, a two-layer "
+                        "projection head discarded afterwards, Adam at the run's lr and batch size; only the image "
+                        "encoder is pretrained (not the ResNet, not the text encoder); the unlabeled images are the "
+                        f"first {UNLABELED_IMAGES:,} training images of the book's pretraining corpus (captions "
+                        f"ignored), {UNLABELED_EPOCHS} epochs, in place of the paper's unlabeled remote-sensing "
+                        "images (their source and number, the paper's views, loss and schedule not seen)",
+                        warmup_epochs=_OWN_SUM, all_stages=True, teacher="AMFMN-soft", unlabeled=True),
     # HVSA trains on its own loss (difficulty-weighted sum over all negatives, uniformity), every epoch
     "HVSA": System(HVSA, _HVSA, warmup_epochs=_OWN_SUM),
 }

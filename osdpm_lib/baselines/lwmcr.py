@@ -22,14 +22,28 @@ what this module builds from it:
   has no published pairing of hidden layers.  The teacher is the authors' own AMFMN (soft guidance), trained first
   in the same run under the same protocol (:func:`osdpm_lib.baselines.run.train_system`).
 
-What "b" and "d" mean is not defined in any source reachable here (the paper's text is closed access).  Later
+* **contrastive learning on unlabeled images** (``LW-MCR(u)``): before the supervised epochs of ``LW-MCR(d)``, the
+  student's image encoder (:class:`MultiScaleImage`) is trained on unlabeled images by SimCLR's NT-Xent loss
+  (:func:`contrastive_loss`, :func:`pretrain_unlabeled`): two augmented views of each image
+  (:func:`contrastive_view`: AMFMN's resize, a random rotation up to 90 degrees and a random crop,
+  :func:`osdpm_lib.cache.resize_rotate_crop`, and a random horizontal flip) through the frozen ResNet and the
+  encoder, a two-layer projection head (discarded afterwards, as SimCLR's), temperature :data:`TEMPERATURE`.
+  The paper's unlabeled remote-sensing images, its views, loss and schedule were not seen: the images here are
+  the book's pretraining corpus (:func:`osdpm_lib.synth.generate_pretrain`, its captions ignored), at most
+  :data:`UNLABELED_IMAGES` of them for :data:`UNLABELED_EPOCHS` epochs (``BaselineConfig.unlabeled_images`` /
+  ``unlabeled_epochs``); the ResNet and the text encoder do not take part; SimCLR's colour distortion and blur
+  are not applied (the views differ in geometry only).
+
+What "b", "d" and "u" mean is not defined in any source reachable here (the paper's text is closed access).  Later
 papers' tables (e.g. CUP's Tables III-V) list three rows, LW-MCR-b, -d and -u, which match the abstract's three
 stages: b the basic model, d with knowledge distillation, u with contrastive learning on unlabeled images.  This
-reading is an inference, stated in the rows.  The third stage (u, contrastive learning on unlabeled images) is not
-built: the OSDPM paper's tables report b and d only.
+reading is an inference, stated in the rows.  The OSDPM paper's tables report b and d only: ``LW-MCR(u)`` has no
+reported row to set beside it.
 """
 
 from __future__ import annotations
+
+import time
 
 import torch
 from torch import nn
@@ -39,6 +53,12 @@ from .scoring import Baseline, triplet_loss
 
 GROUPS = 4
 DISTILL_WEIGHT = 1.0
+# LW-MCR(u)'s contrastive stage (the paper's values not seen): SimCLR's temperature of its ImageNet runs, views
+# rotated by up to GaLR's 90 degrees, and the defaults of BaselineConfig.unlabeled_images / unlabeled_epochs
+TEMPERATURE = 0.1
+VIEW_ROTATION = 90.0
+UNLABELED_IMAGES = 4000
+UNLABELED_EPOCHS = 2
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -127,3 +147,94 @@ class LWMCR(Baseline):
         if teacher is not None:
             loss = loss + self.distill_weight * distill_loss(scores, teacher)
         return loss
+
+
+# ------------------------------------------------------------------------------ LW-MCR(u): unlabeled images
+def contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = TEMPERATURE) -> torch.Tensor:
+    """SimCLR's NT-Xent (InfoNCE) loss of two views ``[B, d]`` of the same ``B`` images (row ``i`` of ``z1`` and of
+    ``z2``: one image).  The ``2B`` vectors are l2-normalised (a no-op on unit vectors) and stacked; their ``2B x 2B``
+    cosine matrix divided by ``temperature`` has its diagonal (each vector with itself) masked out; each row is a
+    softmax cross-entropy whose target is the other view of its image, averaged over all ``2B`` rows (both views as
+    anchors: symmetric).  Computed in float32 or the inputs' wider dtype."""
+    if z1.shape != z2.shape or z1.dim() != 2:
+        raise ValueError(f"two views [B, d] expected, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    z = l2norm(torch.cat([z1, z2]).to(torch.promote_types(z1.dtype, torch.float32)))
+    n = len(z1)
+    logits = (z @ z.t()) / temperature
+    logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return nn.functional.cross_entropy(logits, target)
+
+
+def contrastive_view(x: torch.Tensor, generator: torch.Generator, degrees: float = VIEW_ROTATION) -> torch.Tensor:
+    """One random view of a uint8 batch ``[N, 3, S, S]`` (uint8 out, same size): AMFMN's and GaLR's resize, random
+    rotation in ``[0, degrees]`` and random crop (:func:`osdpm_lib.cache.resize_rotate_crop`), then a horizontal
+    flip of each image with probability 1/2; all draws from ``generator``."""
+    from ..cache import resize_rotate_crop
+
+    x = resize_rotate_crop(x, generator, degrees)
+    flip = torch.rand(len(x), generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None].to(x.device), x.flip(-1), x)
+
+
+class ProjectionHead(nn.Sequential):
+    """SimCLR's projection head: ``Linear(dim, dim)``, ReLU, ``Linear(dim, dim)``; the loss reads its output, the
+    retrieval model never does."""
+
+    def __init__(self, dim: int):
+        super().__init__(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+
+
+def pretrain_unlabeled(model: LWMCR, backbone: nn.Module, images_u8: torch.Tensor, normalizer, epochs: int = 2,
+                       batch_size: int = 64, lr: float = 1e-3, temperature: float = TEMPERATURE, seed: int = 0,
+                       augmentation=contrastive_view, amp: torch.dtype | None = None,
+                       grad_clip: float | None = None, log=None) -> dict:
+    """The unlabeled stage of ``LW-MCR(u)``: train ``model.image`` (:class:`MultiScaleImage`) and a
+    :class:`ProjectionHead` (made here, discarded after) by :func:`contrastive_loss` on two views
+    (``augmentation(x, generator)``, :func:`contrastive_view`) of each of the uint8 ``images_u8`` ``[N, 3, S, S]``,
+    for ``epochs`` of ``N // batch_size`` shuffled batches (the last partial batch dropped, as the supervised
+    epochs), with Adam at ``lr`` (and ``grad_clip`` on the gradient norm).  Each view passes the frozen
+    ``backbone`` (eval mode, no gradient; ``backbone(normalizer(x))``: its ``(low, high)`` maps, the two scales the
+    encoder reads) and the encoder, under ``amp`` autocast on the model's device; the loss is taken in float32.
+    Everything else of ``model`` (the text encoder) is untouched, and the global random state is left as it was:
+    the head's initialisation, the order and the views are drawn from ``seed``.  Returns ``{"images", "epochs",
+    "batch_size", "lr", "temperature", "history": [{"epoch", "loss", "seconds"}], "seconds"}``."""
+    device = next(model.parameters()).device
+    n = len(images_u8)
+    bs = min(batch_size, n)
+    if bs < 2:
+        raise ValueError(f"the contrastive loss needs two images in a batch, got {n} images")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        head = ProjectionHead(model.image.fc.out_features).to(device)
+    params = list(model.image.parameters()) + list(head.parameters())
+    optim = torch.optim.Adam(params, lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    backbone_mode = backbone.training
+    backbone.eval()
+    model.image.train()
+    head.train()
+    history, t_all = [], time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        perm = torch.randperm(n, generator=gen)
+        t0, total, steps = time.perf_counter(), 0.0, n // bs
+        for step in range(steps):
+            x = images_u8[perm[step * bs:(step + 1) * bs]].to(device)
+            views = [augmentation(x, gen), augmentation(x, gen)]
+            with torch.autocast(device_type=device.type, dtype=amp, enabled=amp is not None):
+                with torch.no_grad():
+                    maps = [backbone(normalizer(v)) for v in views]
+                z1, z2 = (head(model.image(*m[-2:])) for m in maps)
+            loss = contrastive_loss(z1.float(), z2.float(), temperature)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, grad_clip)
+            optim.step()
+            total += float(loss.detach())
+        history.append({"epoch": epoch, "loss": total / max(1, steps), "seconds": round(time.perf_counter() - t0, 2)})
+        if log is not None:
+            log(f"unlabeled epoch {epoch}: contrastive loss {history[-1]['loss']:.4f}")
+    backbone.train(backbone_mode)
+    return {"images": n, "epochs": epochs, "batch_size": bs, "lr": lr, "temperature": temperature,
+            "history": history, "seconds": round(time.perf_counter() - t_all, 2)}

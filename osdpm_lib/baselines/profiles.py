@@ -12,7 +12,9 @@ validation (``docs/BASELINE_STUDY.md``) for the systems that do not fix their ow
 its hardest negative from the first epoch; VSE0, AMFMN and GaLR on the sum over all negatives every epoch, AMFMN and
 GaLR as their released configurations do, LW-MCR as its authors' AMFMN and GaLR code, HVSA on its own
 difficulty-weighted sum: :attr:`osdpm_lib.baselines.System.warmup_epochs`).  CAMP, MTFN, LW-MCR and HVSA run in the
-``full`` and ``finetune`` profiles only (the quick book's budget stays as it was).
+``full`` and ``finetune`` profiles only (the quick book's budget stays as it was); so does ``LW-MCR(u)``, which
+also trains its image encoder on unlabeled images of the pretraining corpus first (``unlabeled_images``,
+``unlabeled_epochs``).
 
 The originals' training protocol (``full``, ``finetune``): every (image, caption) pair once per epoch
 (``epoch_unit="caption"``) and their augmentation (``augment``: where the backbone sees pixels, i.e. ``finetune``;
@@ -34,6 +36,7 @@ from pathlib import Path
 import torch
 
 from . import PROFILE, SYSTEMS
+from .lwmcr import UNLABELED_EPOCHS, UNLABELED_IMAGES
 
 
 @dataclass
@@ -72,6 +75,10 @@ class BaselineConfig:
                                         # images; only where the backbone sees pixels (finetune_backbone): a frozen
                                         # backbone's features are computed once (run.frozen_features), nothing to
                                         # augment, and the flag has no effect (and is not part of the run's key)
+    unlabeled_images: int = UNLABELED_IMAGES   # a system with an unlabeled stage (System.unlabeled, LW-MCR(u)):
+    unlabeled_epochs: int = UNLABELED_EPOCHS   # at most this many images of the pretraining corpus (its first
+                                        # training images), for this many epochs (lwmcr.pretrain_unlabeled); part
+                                        # of the run's key for such a system only
 
     def __post_init__(self):
         if self.system not in SYSTEMS:
@@ -100,8 +107,9 @@ class BaselineConfig:
         """The run's identity.  ``device`` and ``precision`` enter it as the resolved device type and autocast
         dtype, and only when they are not the CPU in fp32 (the numbers of a CPU run, and the keys of the runs made
         before these fields existed, stay as they are); a system's ``revision`` (a changed model) when set;
-        ``epoch_unit`` when not ``"image"``, ``patience`` when set and ``augment`` when it applies (:attr:`augments`), so that the runs
-        made before these fields existed keep their keys."""
+        ``epoch_unit`` when not ``"image"``, ``patience`` when set, ``augment`` when it applies (:attr:`augments`)
+        and ``unlabeled_images`` / ``unlabeled_epochs`` for a system with an unlabeled stage
+        (``System.unlabeled``), so that the runs made before these fields existed keep their keys."""
         fields = dataclasses.asdict(self)
         del fields["device"], fields["precision"]
         if fields["epoch_unit"] == "image":
@@ -111,6 +119,8 @@ class BaselineConfig:
         fields["augment"] = self.augments
         if not fields["augment"]:
             del fields["augment"]
+        if not SYSTEMS[self.system].unlabeled:
+            del fields["unlabeled_images"], fields["unlabeled_epochs"]
         device, amp = self.resolve_device()
         if device.type != "cpu" or amp is not None:
             fields["device_type"], fields["amp"] = device.type, str(amp)
@@ -121,7 +131,7 @@ class BaselineConfig:
 
 # ------------------------------------------------------------------------------------------ profiles
 BASELINE_SYSTEMS = ["VSE++", "VSE0", "SCAN_t2i", "SCAN_i2t", "AMFMN-soft", "AMFMN-fusion", "AMFMN-sim", "GaLR",
-                    "CAMP-triplet", "CAMP-bce", "MTFN", "LW-MCR(b)", "LW-MCR(d)", "HVSA"]
+                    "CAMP-triplet", "CAMP-bce", "MTFN", "LW-MCR(b)", "LW-MCR(d)", "LW-MCR(u)", "HVSA"]
 # the book's subset: the most cited first (the issue's order of work), VSE0 beside VSE++
 BOOK_SYSTEMS = ["VSE++", "VSE0", "SCAN_t2i", "AMFMN-soft", "GaLR"]
 BASELINE_WARMUP = None    # every epoch on the sum over all negatives (docs/BASELINE_STUDY.md)

@@ -14,7 +14,9 @@ transform (:func:`osdpm_lib.cache.resize_rotate_crop`) to the training images;
 :func:`run_baselines` runs the systems and seeds of a profile
 (:data:`osdpm_lib.baselines.profiles.BASELINE_PROFILES`).  Data without a val split: ``val_fraction`` carves one
 from train per run seed (:func:`prepare`), and ``retrain_full`` retrains each run on train+val for its selected
-epochs (:func:`train_full`), as :mod:`osdpm_lib.train` does.
+epochs (:func:`train_full`), as :mod:`osdpm_lib.train` does.  A system with an unlabeled stage
+(``System.unlabeled``: ``LW-MCR(u)``) first trains its image encoder contrastively on unlabeled images
+(:func:`_unlabeled_stage`: the first training images of the pretraining corpus, :func:`unlabeled_images`).
 
 Device and dtype: ``BaselineConfig.device`` (``auto``: CUDA when available) holds the backbone, the model, the
 training batches and the scoring; ``precision`` (``auto``: bf16 autocast on CUDA, fp32 on the CPU) is the autocast
@@ -45,12 +47,14 @@ import pandas as pd
 import torch
 
 from .. import checkpoints, metrics
-from ..cache import resize_rotate_crop
+from ..cache import image_cache, resize_rotate_crop
 from ..data import load as load_annotations, merge_val, with_val_split
+from ..paths import ROOT
 from ..stats import paired_bootstrap, per_image_contributions
 from ..train import autocast_dtype, batch_pairs, data_key, epoch_size, load_bundle, seed_everything
 from . import PROFILE, SYSTEMS, common
 from .encoders import IMAGENET_MEAN, IMAGENET_STD, GridBackbone, Vocab, _low_high
+from .lwmcr import pretrain_unlabeled
 from .profiles import BaselineConfig, baseline_config, baseline_profile
 from .scoring import GiB, rerank, rerank_metrics, same_image, score_matrix
 
@@ -60,6 +64,7 @@ TEACHER_DIR = "teacher"   # a distilling system's teacher, trained first inside 
 CONTRIB_FILE = "test_contrib.npz"   # per-image contributions of the test scoring (plain; rerank for GaLR)
 NO_RERANK = " (no re-ranking)"   # the row of a re-ranking system's plain scores
 CLIP_ROW = "clip"     # the fine-tuned CLIP row of the ablation (osdpm_lib.ablation.ROWS): <runs>/clip_s<seed>
+UNLABELED_DIR = ROOT / "data" / "pretrain"   # the pretraining corpus (as osdpm_lib.pretrain and .pretrain read it)
 
 
 @dataclass
@@ -171,28 +176,31 @@ def _amp(cfg: BaselineConfig, device: torch.device) -> torch.dtype | None:
 
 
 def train_system(cfg: BaselineConfig, data: Data, run_dir, features: dict | None = None, reuse: bool = True,
-                 score_test: bool = True) -> dict:
+                 score_test: bool = True, unlabeled: torch.Tensor | None = None) -> dict:
     """Train one system for one seed; returns ``{"test": metrics, "best_epoch", "best_val_rsum", ...}``
     (``test_plain`` too when the system re-ranks).  ``features``: precomputed ``{split: (low, high)}`` of a frozen
     backbone (:func:`extract`) to share between systems.  ``score_test=False`` (tuning on validation,
     :mod:`osdpm_lib.tuning`): the test split is not encoded or scored and the result has no ``test``; it is part of
-    the run's identity, so that such a run is never reused as a scored one."""
-    return _run(cfg, data, run_dir, features, reuse, select=True, score_test=score_test)
+    the run's identity, so that such a run is never reused as a scored one.  ``unlabeled``: a system with an
+    unlabeled stage (``LW-MCR(u)``) reads these uint8 images ``[N, 3, S, S]`` (at most ``cfg.unlabeled_images``)
+    in place of the pretraining corpus (:func:`_unlabeled_stage`); the result then has ``unlabeled``."""
+    return _run(cfg, data, run_dir, features, reuse, select=True, score_test=score_test, unlabeled=unlabeled)
 
 
 def train_full(cfg: BaselineConfig, data: Data, run_dir, epochs: int, features: dict | None = None,
-               reuse: bool = True) -> dict:
+               reuse: bool = True, unlabeled: torch.Tensor | None = None) -> dict:
     """Retrain ``cfg`` on train+val (``data``: :func:`prepare` with ``full=True``) for ``epochs`` (the epoch
     selected on validation) into ``run_dir/full/``: no selection (the weights after the last epoch), the test
     split scored once.  What papers that train on every non-test image report; the selected run stays as it is."""
     return _run(dataclasses.replace(cfg, epochs=epochs), data, Path(run_dir) / FULL_DIR, features, reuse,
-                select=False)
+                select=False, unlabeled=unlabeled)
 
 
 def _run(cfg: BaselineConfig, data: Data, run_dir, features: dict | None, reuse: bool, select: bool,
-         keep: dict | None = None, score_test: bool = True) -> dict:
+         keep: dict | None = None, score_test: bool = True, unlabeled: torch.Tensor | None = None) -> dict:
     """One run; ``keep``: filled with the trained ``model`` and the training split's ``visual`` (a teacher's);
-    ``score_test=False``: no test scoring (:func:`train_system`)."""
+    ``score_test=False``: no test scoring (:func:`train_system`); ``unlabeled``: the images of the unlabeled
+    stage, if the system has one (:func:`_unlabeled_stage`)."""
     run_dir = Path(run_dir)
     identity = {"config_key": cfg.key(), "data_key": data.key} | ({} if score_test else {"score_test": False})
     done = run_dir / "result.json"
@@ -213,6 +221,8 @@ def _run(cfg: BaselineConfig, data: Data, run_dir, features: dict | None, reuse:
     teacher = _teacher(cfg, data, run_dir, features, select, score_test) if SYSTEMS[cfg.system].teacher else None
     if teacher is not None:
         model.teacher_scores = teacher["scores"]
+    pretrained = (_unlabeled_stage(cfg, model, backbone, b.normalizer, unlabeled)
+                  if SYSTEMS[cfg.system].unlabeled else None)
     groups = [{"params": list(model.parameters()), "lr": cfg.lr}]
     if cfg.finetune_backbone:
         groups.append({"params": list(backbone.parameters()), "lr": cfg.backbone_lr})
@@ -290,7 +300,8 @@ def _run(cfg: BaselineConfig, data: Data, run_dir, features: dict | None, reuse:
               **({"best_epoch": best["epoch"], "best_val_rsum": best["rsum"]} if select else {"epochs": cfg.epochs}),
               **identity, "system": cfg.system, "seed": cfg.seed, "device": device.type, "amp": str(amp),
               "train_s": round(t_train, 2), "epochs_run": len(history), "history": history,
-              **({"teacher": teacher["result"]} if teacher is not None else {})}
+              **({"teacher": teacher["result"]} if teacher is not None else {}),
+              **({"unlabeled": pretrained} if pretrained is not None else {})}
     checkpoints.write_text(done, json.dumps(result, indent=2))
     if keep is not None:
         keep.update(model=model, visual=visual_of("train"))
@@ -321,6 +332,53 @@ def _teacher(cfg: BaselineConfig, data: Data, run_dir: Path, features: dict | No
                                   if "test" in res else {}),
                **({"best_epoch": res["best_epoch"]} if select else {"epochs": res["epochs"]})}
     return {"scores": scores, "result": summary}
+
+
+def unlabeled_images(n: int, image_size: int, data_dir=None) -> torch.Tensor:
+    """The first ``n`` training images (uint8 ``[n, 3, S, S]``, ``S = image_size``) of the pretraining corpus at
+    ``data_dir`` (default :data:`UNLABELED_DIR`), its captions ignored: generated first at the size the CLIP and
+    ResNet pretraining use (:data:`osdpm_lib.pretrain.CORPUS`, :func:`osdpm_lib.synth.generate_pretrain`; returns
+    at once when it is there), decoded through the image cache beside it.  Fewer when its train split is
+    smaller.  The corpus's images are in random scene order, so its first ``n`` spread over the scenes."""
+    from .. import synth
+    from ..pretrain import CORPUS
+
+    data_dir = Path(data_dir or UNLABELED_DIR)
+    synth.generate_pretrain(data_dir, **CORPUS)
+    records = load_annotations(data_dir).split("train")[:n]
+    return image_cache([r.filename for r in records], data_dir / "images", image_size, data_dir / ".cache",
+                       progress=False)
+
+
+def _unlabeled_stage(cfg: BaselineConfig, model, backbone: GridBackbone, normalizer,
+                     images: torch.Tensor | None = None) -> dict:
+    """The unlabeled stage of a system that has one (``System.unlabeled``, ``LW-MCR(u)``): its image encoder
+    trained contrastively (:func:`osdpm_lib.baselines.lwmcr.pretrain_unlabeled`: two views per image, the frozen
+    ``backbone`` as it is before the supervised epochs, ``cfg``'s batch size, lr, gradient clipping, seed and
+    precision) on at most ``cfg.unlabeled_images`` images, for ``cfg.unlabeled_epochs``: ``images`` if given,
+    else the pretraining corpus's (:func:`unlabeled_images`).  Returns the record kept in the run's result
+    (``source``, ``images``, ``history``, ``seconds``, ...)."""
+    if images is None:
+        images, source = unlabeled_images(cfg.unlabeled_images, cfg.image_size), str(UNLABELED_DIR)
+    else:
+        images, source = images[:cfg.unlabeled_images], "given"
+    device, amp = cfg.resolve_device()
+    record = pretrain_unlabeled(model, backbone, images, normalizer, epochs=cfg.unlabeled_epochs,
+                                batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, amp=amp,
+                                grad_clip=cfg.grad_clip)
+    return {"source": source, **record}
+
+
+def unlabeled_text(cfg: BaselineConfig) -> str:
+    """Where a run's unlabeled stage differs from its row's text (which names the defaults of
+    ``BaselineConfig.unlabeled_images`` / ``unlabeled_epochs``): empty where it does not."""
+    if not SYSTEMS[cfg.system].unlabeled:
+        return ""
+    defaults = {f.name: f.default for f in dataclasses.fields(BaselineConfig)}
+    if (cfg.unlabeled_images, cfg.unlabeled_epochs) == (defaults["unlabeled_images"], defaults["unlabeled_epochs"]):
+        return ""
+    return (f"; in this run the unlabeled stage read at most {cfg.unlabeled_images:,} images for "
+            f"{cfg.unlabeled_epochs} epochs")
 
 
 def frozen_features(cfg: BaselineConfig, data: Data, cache: dict, backbone: GridBackbone | None = None,
@@ -410,7 +468,8 @@ def run_baselines(data_dir, runs_dir, profile: str = "default", systems=None, se
             base = {"method": name, "seed": seed, "best_epoch": res["best_epoch"], "val_rsum": res["best_val_rsum"],
                     "seconds": round(seconds, 1),
                     "replaced": f"{common(cfg.weights, cfg.finetune_backbone, cfg.arch)}; "
-                                f"{SYSTEMS[name].replaced}{loss_text(cfg)}{protocol_text(cfg)}"}
+                                f"{SYSTEMS[name].replaced}{loss_text(cfg)}{protocol_text(cfg)}"
+                                f"{unlabeled_text(cfg)}"}
             full, full_plain = {}, {}
             if retrain_full:
                 f = data_for(cfg, full=True)
