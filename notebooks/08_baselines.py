@@ -66,12 +66,11 @@ import pandas as pd
 from osdpm_lib import tables
 from osdpm_lib.baselines import OPEN, SYSTEMS, common
 from osdpm_lib.baselines.profiles import baseline_config, baseline_profile
-from osdpm_lib.baselines.run import run_baselines, versus_clip
+from osdpm_lib.baselines.run import parse_seeds, run_baselines, versus_clip
 
 measured_on = tables.dataset_label(dataset)
 chosen = [s.strip() for s in systems.split(",") if s.strip()] or baseline_profile(profile)["systems"]
-chosen_seeds = [int(s) for s in str(seeds or "").split(",") if s.strip()] or None
-runs = run_baselines(data_dir, runs_dir, profile, systems=chosen, seeds=chosen_seeds, weights=weights or None,
+runs = run_baselines(data_dir, runs_dir, profile, systems=chosen, seeds=parse_seeds(seeds), weights=weights or None,
                      val_fraction=val_fraction, retrain_full=retrain_full)
 tables.write(runs, out_dir, "baseline_runs")
 runs[["method", "seed", "best_epoch", "val_rsum", "rsum", "mr"] + (["retrain_rsum"] if retrain_full else [])].round(2)
@@ -89,9 +88,12 @@ means = tables.baseline_means(runs)
 cfg = baseline_config(profile, chosen[0], weights=weights or None)
 means = means.merge(versus_clip(runs, runs_dir, profile, ties=cfg.ties), on="method", how="left")
 rest = [s for s in SYSTEMS if s not in set(means["method"])]
+in_profile = set(baseline_profile(profile)["systems"])
 baselines = pd.concat([means.assign(status="measured here"),
                        pd.DataFrame({"method": rest + list(OPEN),
-                                     "status": ["implemented, not run by this profile"] * len(rest)
+                                     "status": ["implemented, in this profile, left out of this run (`systems`)"
+                                                if s in in_profile else "implemented, not run by this profile"
+                                                for s in rest]
                                      + ["reported only (open)"] * len(OPEN)})], ignore_index=True)
 tables.write(baselines, out_dir, "baselines")
 baselines.drop(columns=["replaced"]).round(2)

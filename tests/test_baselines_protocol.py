@@ -247,3 +247,11 @@ def test_early_stopping_selects_an_epoch_below_the_last(tmp_path, monkeypatch):
     assert run.BaselineConfig("VSE++", patience=None, **small).key() == run.BaselineConfig("VSE++", **small).key()
     assert bprofiles.baseline_config("full", "VSE++").patience == 5
     assert bprofiles.baseline_config("default", "VSE++").patience is None
+
+
+def test_notebook_08_seeds_parameter():
+    from osdpm_lib.baselines.run import parse_seeds
+
+    assert parse_seeds(0) == [0]                      # -p seeds 0 arrives as the int 0, not "no seeds"
+    assert parse_seeds("0,1, 2") == [0, 1, 2] and parse_seeds([1, 2]) == [1, 2]
+    assert parse_seeds("") is None and parse_seeds(None) is None

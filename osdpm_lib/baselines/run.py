@@ -432,6 +432,15 @@ def protocol_text(cfg: BaselineConfig) -> str:
     return "".join(f"; {p}" for p in parts)
 
 
+def parse_seeds(value) -> list[int] | None:
+    """Notebook 08's ``seeds`` parameter: ``"0,1"``, an int (papermill passes ``-p seeds 0`` as 0) or a list;
+    ``""``/None: the profile's seeds (None)."""
+    if value is None:
+        return None
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    return [int(str(s).strip()) for s in items if str(s).strip()] or None
+
+
 def run_baselines(data_dir, runs_dir, profile: str = "default", systems=None, seeds=None, data: Data | None = None,
                   log=print, val_fraction: float = 0.0, retrain_full: bool = False, **overrides) -> pd.DataFrame:
     """Every system x seed of a baseline profile (:data:`osdpm_lib.baselines.profiles.BASELINE_PROFILES`); one row
