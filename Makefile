@@ -68,10 +68,13 @@ book-ci: setup
 # Notebook 08 at the baselines' `full` profile (every system, the originals' caption epochs) into
 # results/embedded_full, beside the book's CLIP runs (after make book: data/embedded, runs/embedded/clip_s<seed>).
 # BASELINE_SEEDS=0 runs seed 0 only; a later call with more seeds reuses the runs made.
+# BASELINE_SYSTEMS=VSE++,GaLR runs those systems only (the others are listed as left out of the run).
 BASELINE_SEEDS ?=
+BASELINE_SYSTEMS ?=
 baselines-full: setup
 	TQDM_DISABLE=1 $(PY) -m osdpm_lib.runner --name embedded_full --only 08 -p profile full -p data_dir data/embedded \
-	  -p runs_dir runs/embedded -p tables_dir results/embedded -p seeds "$(BASELINE_SEEDS)"
+	  -p runs_dir runs/embedded -p tables_dir results/embedded -p seeds "$(BASELINE_SEEDS)" \
+	  -p systems "$(BASELINE_SYSTEMS)"
 
 study: setup
 	TQDM_DISABLE=1 $(PY) -m osdpm_lib.study --stage tune

@@ -69,7 +69,7 @@ from osdpm_lib.baselines.profiles import baseline_config, baseline_profile
 from osdpm_lib.baselines.run import parse_seeds, run_baselines, versus_clip
 
 measured_on = tables.dataset_label(dataset)
-chosen = [s.strip() for s in systems.split(",") if s.strip()] or baseline_profile(profile)["systems"]
+chosen = [s.strip() for s in str(systems or "").split(",") if s.strip()] or baseline_profile(profile)["systems"]
 runs = run_baselines(data_dir, runs_dir, profile, systems=chosen, seeds=parse_seeds(seeds), weights=weights or None,
                      val_fraction=val_fraction, retrain_full=retrain_full)
 tables.write(runs, out_dir, "baseline_runs")
