@@ -66,12 +66,12 @@ import pandas as pd
 from osdpm_lib import tables
 from osdpm_lib.baselines import OPEN, SYSTEMS, common
 from osdpm_lib.baselines.profiles import baseline_config, baseline_profile
-from osdpm_lib.baselines.run import parse_seeds, run_baselines, versus_clip
+from osdpm_lib.baselines.run import list_parameter, run_baselines, versus_clip
 
 measured_on = tables.dataset_label(dataset)
-chosen = [s.strip() for s in str(systems or "").split(",") if s.strip()] or baseline_profile(profile)["systems"]
-runs = run_baselines(data_dir, runs_dir, profile, systems=chosen, seeds=parse_seeds(seeds), weights=weights or None,
-                     val_fraction=val_fraction, retrain_full=retrain_full)
+chosen = list_parameter("systems", systems) or baseline_profile(profile)["systems"]
+runs = run_baselines(data_dir, runs_dir, profile, systems=chosen, seeds=list_parameter("seeds", seeds, int),
+                     weights=weights or None, val_fraction=val_fraction, retrain_full=retrain_full)
 tables.write(runs, out_dir, "baseline_runs")
 runs[["method", "seed", "best_epoch", "val_rsum", "rsum", "mr"] + (["retrain_rsum"] if retrain_full else [])].round(2)
 

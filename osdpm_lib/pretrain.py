@@ -37,6 +37,7 @@ TAG = "synthpre"
 
 # The recipe of the shipped checkpoint: corpus and training configuration (changing it changes the checkpoint).
 CORPUS = {"n_images": 16000, "seed": 20251, "image_size": 64, "n_val": 300, "n_test": 300}
+CORPUS_DIR = ROOT / "data" / "pretrain"   # where it is generated (the CLIP's, the ResNet's, LW-MCR(u)'s)
 TRAIN = {"variant": "clip", "model": MODEL, "pretrained": None, "epochs": 10, "batch_size": 128, "lr": 1e-3,
          "weight_decay": 0.1, "warmup_frac": 0.05, "seed": 0, "augment": True}
 
@@ -71,7 +72,7 @@ def benchmark_overlap(corpus_dir: Path, benchmark_dir: Path) -> dict:
     return out
 
 
-def pretrain(data_dir: Path = ROOT / "data" / "pretrain", run_dir: Path = ROOT / "runs" / "pretrain",
+def pretrain(data_dir: Path = CORPUS_DIR, run_dir: Path = ROOT / "runs" / "pretrain",
              out_dir: Path = WEIGHTS_DIR, corpus: dict | None = None, train_overrides: dict | None = None,
              benchmark_dir: Path | None = ROOT / "data" / "embedded", progress: bool = True) -> dict:
     """Generate the corpus, check it against the benchmark (generated at the ``default`` profile's size into
@@ -124,7 +125,7 @@ def verify(out_dir: Path = WEIGHTS_DIR, model: str = MODEL, tag: str = TAG) -> d
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m osdpm_lib.pretrain", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir", type=Path, default=ROOT / "data" / "pretrain")
+    ap.add_argument("--data-dir", type=Path, default=CORPUS_DIR)
     ap.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "pretrain")
     ap.add_argument("--out-dir", type=Path, default=WEIGHTS_DIR, help="where the .safetensors and .json go")
     ap.add_argument("--n-images", type=int, default=CORPUS["n_images"])

@@ -64,7 +64,7 @@ def _convert(value, hint):
             if text[:1] + text[-1:] in ("[]", "()"):
                 value = yaml.safe_load(f"[{text[1:-1]}]")
             else:
-                value = [v for v in text.split(",") if v.strip()]
+                value = [v.strip() for v in text.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"not a list: {value!r}")
         if origin is tuple and args and args[-1] is not Ellipsis:

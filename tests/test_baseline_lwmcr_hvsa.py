@@ -322,7 +322,7 @@ def test_lwmcr_u_run_records_its_stage(tmp_path, monkeypatch):
     monkeypatch.setattr(run, "pretrain_unlabeled", lambda model, bb, images, norm, **kw: seen.append((images, kw))
                         or {"images": len(images)})
     rec = run._unlabeled_stage(cfg, None, None, None)
-    assert calls == [(16, 64)] and rec == {"source": str(run.UNLABELED_DIR), "images": 20}
+    assert calls == [(16, 64)] and rec == {"source": str(run.CORPUS_DIR), "images": 20}
     assert seen[0][0] is unlabeled and seen[0][1] | {"amp": None} == {
         "epochs": 2, "batch_size": 8, "lr": cfg.lr, "seed": 0, "amp": None, "grad_clip": cfg.grad_clip}
     assert run._unlabeled_stage(cfg, None, None, None, unlabeled)["images"] == 16      # given: cut to the cap

@@ -249,9 +249,14 @@ def test_early_stopping_selects_an_epoch_below_the_last(tmp_path, monkeypatch):
     assert bprofiles.baseline_config("default", "VSE++").patience is None
 
 
-def test_notebook_08_seeds_parameter():
-    from osdpm_lib.baselines.run import parse_seeds
+def test_notebook_08_list_parameters():
+    from osdpm_lib.baselines.run import list_parameter
+
+    def parse_seeds(value):
+        return list_parameter("seeds", value, int)
 
     assert parse_seeds(0) == [0]                      # -p seeds 0 arrives as the int 0, not "no seeds"
     assert parse_seeds("0,1, 2") == [0, 1, 2] and parse_seeds([1, 2]) == [1, 2]
     assert parse_seeds("") is None and parse_seeds(None) is None
+    assert list_parameter("systems", "VSE++, LW-MCR(b)") == ["VSE++", "LW-MCR(b)"]
+    assert list_parameter("systems", "") is None and list_parameter("systems", None) is None

@@ -33,7 +33,7 @@ from .. import checkpoints
 from ..download import sha256_file as sha256
 from ..models import WEIGHTS_DIR, weights_file
 from ..paths import ROOT
-from ..pretrain import CORPUS
+from ..pretrain import CORPUS, CORPUS_DIR
 from .encoders import IMAGENET_MEAN, IMAGENET_STD, GridBackbone, Vocab
 
 ARCH = "resnet18"
@@ -129,7 +129,7 @@ def train_tagger(train_images: torch.Tensor, train_targets: np.ndarray, val_imag
     return model, history, best[1]
 
 
-def pretrain_backbone(data_dir: Path = ROOT / "data" / "pretrain", out_dir: Path = WEIGHTS_DIR,
+def pretrain_backbone(data_dir: Path = CORPUS_DIR, out_dir: Path = WEIGHTS_DIR,
                       corpus: dict | None = None, recipe: dict | None = None, progress: bool = True) -> dict:
     """Generate (or reuse) the pretraining corpus, train the tagger, export its backbone; returns the record
     written beside the weights."""
@@ -170,7 +170,7 @@ def pretrain_backbone(data_dir: Path = ROOT / "data" / "pretrain", out_dir: Path
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m osdpm_lib.baselines.pretrain", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir", type=Path, default=ROOT / "data" / "pretrain")
+    ap.add_argument("--data-dir", type=Path, default=CORPUS_DIR)
     ap.add_argument("--out-dir", type=Path, default=WEIGHTS_DIR)
     ap.add_argument("--epochs", type=int, default=RECIPE["epochs"])
     args = ap.parse_args(argv)

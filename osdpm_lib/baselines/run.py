@@ -49,7 +49,7 @@ import torch
 from .. import checkpoints, metrics
 from ..cache import image_cache, resize_rotate_crop
 from ..data import load as load_annotations, merge_val, with_val_split
-from ..paths import ROOT
+from ..pretrain import CORPUS, CORPUS_DIR
 from ..stats import paired_bootstrap, per_image_contributions
 from ..train import autocast_dtype, batch_pairs, data_key, epoch_size, load_bundle, seed_everything
 from . import PROFILE, SYSTEMS, common
@@ -64,7 +64,6 @@ TEACHER_DIR = "teacher"   # a distilling system's teacher, trained first inside 
 CONTRIB_FILE = "test_contrib.npz"   # per-image contributions of the test scoring (plain; rerank for GaLR)
 NO_RERANK = " (no re-ranking)"   # the row of a re-ranking system's plain scores
 CLIP_ROW = "clip"     # the fine-tuned CLIP row of the ablation (osdpm_lib.ablation.ROWS): <runs>/clip_s<seed>
-UNLABELED_DIR = ROOT / "data" / "pretrain"   # the pretraining corpus (as osdpm_lib.pretrain and .pretrain read it)
 
 
 @dataclass
@@ -336,14 +335,13 @@ def _teacher(cfg: BaselineConfig, data: Data, run_dir: Path, features: dict | No
 
 def unlabeled_images(n: int, image_size: int, data_dir=None) -> torch.Tensor:
     """The first ``n`` training images (uint8 ``[n, 3, S, S]``, ``S = image_size``) of the pretraining corpus at
-    ``data_dir`` (default :data:`UNLABELED_DIR`), its captions ignored: generated first at the size the CLIP and
+    ``data_dir`` (default :data:`osdpm_lib.pretrain.CORPUS_DIR`), its captions ignored: generated first at the size the CLIP and
     ResNet pretraining use (:data:`osdpm_lib.pretrain.CORPUS`, :func:`osdpm_lib.synth.generate_pretrain`; returns
     at once when it is there), decoded through the image cache beside it.  Fewer when its train split is
     smaller.  The corpus's images are in random scene order, so its first ``n`` spread over the scenes."""
     from .. import synth
-    from ..pretrain import CORPUS
 
-    data_dir = Path(data_dir or UNLABELED_DIR)
+    data_dir = Path(data_dir or CORPUS_DIR)
     synth.generate_pretrain(data_dir, **CORPUS)
     records = load_annotations(data_dir).split("train")[:n]
     return image_cache([r.filename for r in records], data_dir / "images", image_size, data_dir / ".cache",
@@ -359,7 +357,7 @@ def _unlabeled_stage(cfg: BaselineConfig, model, backbone: GridBackbone, normali
     else the pretraining corpus's (:func:`unlabeled_images`).  Returns the record kept in the run's result
     (``source``, ``images``, ``history``, ``seconds``, ...)."""
     if images is None:
-        images, source = unlabeled_images(cfg.unlabeled_images, cfg.image_size), str(UNLABELED_DIR)
+        images, source = unlabeled_images(cfg.unlabeled_images, cfg.image_size), str(CORPUS_DIR)
     else:
         images, source = images[:cfg.unlabeled_images], "given"
     device, amp = cfg.resolve_device()
@@ -432,13 +430,15 @@ def protocol_text(cfg: BaselineConfig) -> str:
     return "".join(f"; {p}" for p in parts)
 
 
-def parse_seeds(value) -> list[int] | None:
-    """Notebook 08's ``seeds`` parameter: ``"0,1"``, an int (papermill passes ``-p seeds 0`` as 0) or a list;
-    ``""``/None: the profile's seeds (None)."""
+def list_parameter(name: str, value, item: type = str) -> list | None:
+    """A comma-separated list parameter of notebook 08 (``systems``, ``seeds``), read as ``--set`` reads a list
+    (:func:`osdpm_lib.settings.typed`): ``"0,1"``, ``"[0, 1]"``, a list, or one value as papermill passes it
+    (``-p seeds 0`` arrives as the int 0); ``""``/None: None (the profile's)."""
+    from .. import settings
+
     if value is None:
         return None
-    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
-    return [int(str(s).strip()) for s in items if str(s).strip()] or None
+    return settings.typed(name, value if isinstance(value, (list, tuple)) else str(value), list[item]) or None
 
 
 def run_baselines(data_dir, runs_dir, profile: str = "default", systems=None, seeds=None, data: Data | None = None,
