@@ -129,6 +129,28 @@ def test_one_training_step_and_a_score_matrix(name):
     assert sims.shape == (3, 5) and np.isfinite(sims).all() and ((sims > 0) & (sims < 1)).all()
 
 
+def test_camp_score_is_the_codes_order_of_operations():
+    """CAMP.score (messages taken through the attention weights, never formed) gives the numbers and the gradients
+    of score_reference (the released code's order: messages, their self-attention, camp_gate, the fc), with padded
+    words on a block of 3 images x 5 captions."""
+    torch.manual_seed(0)
+    model = SYSTEMS["CAMP-triplet"].factory(**DIMS)
+    with torch.no_grad():
+        img, (words, mask) = model.encode_image(*_features(3, seed=3)), model.encode_text(_tokens(5, seed=3))
+    model = model.double()
+    img, txt = (img[0].double(),), (words.double(), mask)
+    assert not bool(txt[1].all())                       # some words are padding
+    fast, slow = model.score(img, txt), model.score_reference(img, txt)
+    assert fast.shape == (3, 5)
+    torch.testing.assert_close(fast, slow, rtol=1e-9, atol=1e-12)
+    g_fast = torch.autograd.grad(fast.sum(), list(model.parameters()), allow_unused=True)
+    g_slow = torch.autograd.grad(slow.sum(), list(model.parameters()), allow_unused=True)
+    for name, a, b in zip([n for n, _ in model.named_parameters()], g_fast, g_slow):
+        assert (a is None) == (b is None), name
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-10, msg=name)
+
+
 def test_camp_losses_differ_and_follow_the_code():
     torch.manual_seed(0)
     s = torch.rand(4, 4)

@@ -31,7 +31,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 PAD, UNK = 0, 1
 
 
-def l2norm(x: torch.Tensor, dim: int = -1, eps: float = 1e-8) -> torch.Tensor:
+L2_EPS = 1e-8
+
+
+def l2norm(x: torch.Tensor, dim: int = -1, eps: float = L2_EPS) -> torch.Tensor:
     return x / (x.norm(dim=dim, keepdim=True) + eps)
 
 
