@@ -174,9 +174,10 @@ def test_one_epoch_under_the_protocol(tmp_path):
 def test_registration_profiles_and_rows():
     assert not set(NEW) & set(OPEN)
     for name in NEW:
-        assert SYSTEMS[name].warmup_epochs == 0                                     # hardest negative, every epoch
+        # MTFN: the hardest negative every epoch; CAMP: all negatives every epoch (its hardest collapsed here)
+        assert SYSTEMS[name].warmup_epochs == (None if name.startswith("CAMP") else 0)
         assert bool(SYSTEMS[name].rerank) == (name == "MTFN")                       # MTFN re-ranks (its i2t only)
-        assert bprofiles.baseline_config("full", name).warmup_epochs == 0
+        assert bprofiles.baseline_config("full", name).warmup_epochs == SYSTEMS[name].warmup_epochs
     for profile in ("full", "finetune", "frozen"):
         assert set(NEW) <= set(bprofiles.baseline_profile(profile)["systems"])
     for profile in ("default", "ci", "scratch"):                                   # the quick book's budget
@@ -184,7 +185,10 @@ def test_registration_profiles_and_rows():
     for name in NEW:
         text = SYSTEMS[name].replaced
         assert "Sec. V-C" in text and "Faster R-CNN" in text and "GRU trained here" in text
-    assert "hardest negatives" in SYSTEMS["CAMP-triplet"].replaced
+    assert "summed over all negatives" in SYSTEMS["CAMP-triplet"].replaced
+    assert "mean over all negatives" in SYSTEMS["CAMP-bce"].replaced
+    assert all(SYSTEMS[s].warmup_epochs is None and "collapsed" in SYSTEMS[s].replaced
+               for s in ("CAMP-triplet", "CAMP-bce"))
     assert "binary cross-entropy" in SYSTEMS["CAMP-bce"].replaced
     mtfn = SYSTEMS["MTFN"].replaced
     assert "skip-thoughts" in mtfn and "5-caption grouping" in mtfn and "not done" in mtfn and "dropout" in mtfn

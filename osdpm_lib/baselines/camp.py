@@ -18,9 +18,12 @@ for a block of ``bi`` images x ``bt`` captions:
    attention heads over the regions / real words; their pooled vectors averaged), l2-normalised, concatenated, and
    an MLP with a sigmoid gives the matching score in (0, 1).
 
-Losses, as the code's ``SimLoss``: ``CAMP-triplet`` the hinge triplet loss on the hardest negatives (margin 0.2,
-``max_violation: True``); ``CAMP-bce`` its binary cross-entropy on the positives and the hardest negative of each
-row and column (``max_violation``; otherwise the mean over all negatives): :func:`camp_bce`.
+Losses, as the code's ``SimLoss``: ``CAMP-triplet`` the hinge triplet loss (margin 0.2) on the hardest negatives
+(``max_violation: True``) or summed over all; ``CAMP-bce`` its binary cross-entropy on the positives and the hardest
+negative of each row and column (``max_violation``) or the mean over all negatives: :func:`camp_bce`.  The code's
+configs train on the hardest negatives, starting from a pretrained cross-attention model whose attention is first
+held fixed; trained from scratch here, both losses on the hardest negatives collapsed (every score equal), so the
+rows train on all negatives (``System.warmup_epochs=None``; docs/BASELINE_STUDY.md).
 
 Replaced here: the 36 bottom-up-attention Faster R-CNN regions by the ResNet grid cells projected to ``dim`` (as the
 AMFMN paper's RS row of CAMP, its Sec. V-C, used a ResNet-18); the code's word vectors / GRU are word embeddings and
